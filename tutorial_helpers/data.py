@@ -1,0 +1,230 @@
+"""Federated EMNIST for the kit: the full data set or a bundled real sample.
+
+Both come through TFF's own loader, `tff.simulation.datasets.emnist.load_data`,
+which reads `<cache_dir>/emnist_all.sqlite` if it is there and downloads it
+otherwise. For the sample, the kit writes that same SQLite file itself, from
+99 real writers of LEAF's FEMNIST bundled with the package
+(`sample_data/PROVENANCE.md`), and points the loader at it. Nothing in the
+loading path is different between the two.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import sqlite3
+import tempfile
+import urllib.error
+import urllib.request
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+# The seed tutorial's preprocessing constants.
+NUM_EPOCHS = 10
+SHUFFLE_BUFFER = 100
+
+SOURCES = ("auto", "full", "sample")
+FULL_DATA_URL = "https://storage.googleapis.com/tff-datasets-public/emnist_all.sqlite.lzma"
+SAMPLE_FILE = "femnist_digits_sample.npz"
+SAMPLE_SHA256 = "8ab29b211404bf86a4e43081621fc5b4b456686d97f46d359e9a9bcc7cb0185f"
+_SQLITE_NAME = "emnist_all.sqlite"  # The name TFF's loader looks for.
+_SPLITS = {0: "digits_only_train", 1: "digits_only_test"}
+
+
+def default_cache_dir() -> Path:
+    """Where the kit keeps data: $TUTORIAL_HELPERS_CACHE, else ~/.cache/tff-remote-data-kit."""
+    if os.environ.get("TUTORIAL_HELPERS_CACHE"):
+        return Path(os.environ["TUTORIAL_HELPERS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tff-remote-data-kit"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sample_path() -> Path:
+    path = Path(str(resources.files("tutorial_helpers") / "sample_data" / SAMPLE_FILE))
+    if not path.is_file():
+        raise FileNotFoundError(f"The bundled sample {path} is missing; reinstall the kit.")
+    actual = _sha256(path)
+    if actual != SAMPLE_SHA256:
+        raise ValueError(
+            f"The bundled sample {path} is corrupt: its SHA-256 is {actual}, expected "
+            f"{SAMPLE_SHA256}. Restore it with `git checkout -- {path.name}` or reinstall the kit."
+        )
+    return path
+
+
+def _example_proto(pixels: np.ndarray, label: int) -> bytes:
+    features = {
+        "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=pixels.reshape(-1))),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def _write_sample_sqlite(npz_path: Path, target: Path) -> None:
+    """Writes the sample in the SQLite format of TFF's EMNIST loader, atomically."""
+    arrays = np.load(npz_path)
+    pixels = arrays["pixels"].astype(np.float32) / 255.0  # TFF: 1.0 is background.
+    writer_ids = arrays["writer_ids"]
+    order = np.lexsort((arrays["split"], writer_ids[arrays["writer"]]))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".emnist_sample_", suffix=".sqlite")
+    os.close(fd)
+    try:
+        with sqlite3.connect(tmp) as db:
+            db.execute(
+                "CREATE TABLE examples (split_name TEXT NOT NULL, client_id TEXT NOT NULL, "
+                "serialized_example_proto BLOB NOT NULL)"
+            )
+            db.execute(
+                "CREATE TABLE client_metadata (client_id TEXT NOT NULL, split_name TEXT NOT NULL, "
+                "num_examples INTEGER NOT NULL)"
+            )
+            db.executemany(
+                "INSERT INTO examples VALUES (?, ?, ?)",
+                (
+                    (
+                        _SPLITS[int(arrays["split"][i])],
+                        str(writer_ids[arrays["writer"][i]]),
+                        _example_proto(pixels[i], arrays["label"][i]),
+                    )
+                    for i in order
+                ),
+            )
+            db.execute(
+                "INSERT INTO client_metadata SELECT client_id, split_name, COUNT(*) "
+                "FROM examples GROUP BY client_id, split_name ORDER BY client_id"
+            )
+            db.execute("CREATE INDEX examples_by_client ON examples (client_id, split_name)")
+        db.close()
+        Path(tmp + ".sha256").write_text(f"{_sha256(Path(tmp))} {SAMPLE_SHA256}\n")
+        os.replace(tmp + ".sha256", str(target) + ".sha256")
+        os.replace(tmp, target)
+    finally:
+        for leftover in (tmp, tmp + ".sha256"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+
+def _sample_sqlite_is_valid(path: Path) -> bool:
+    checksum_file = Path(str(path) + ".sha256")
+    if not (path.is_file() and checksum_file.is_file()):
+        return False
+    recorded = checksum_file.read_text().split()
+    return recorded == [_sha256(path), SAMPLE_SHA256]
+
+
+def prepare_sample(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Writes the bundled sample as TFF's `emnist_all.sqlite`, once; returns its directory.
+
+    An existing file is reused only if its checksum matches the one recorded
+    when it was written (and that of the bundled sample); otherwise it is
+    written again.
+    """
+    directory = Path(cache_dir or default_cache_dir()) / "femnist_sample"
+    target = directory / _SQLITE_NAME
+    if not _sample_sqlite_is_valid(target):
+        _write_sample_sqlite(_sample_path(), target)
+    return directory
+
+
+def _full_data_reachable(timeout: float = 5.0) -> tuple[bool, str]:
+    request = urllib.request.Request(FULL_DATA_URL, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return True, ""
+    except (urllib.error.URLError, OSError) as e:
+        return False, str(getattr(e, "reason", e))
+
+
+def load_emnist(
+    source: str = "auto", cache_dir: str | os.PathLike | None = None, verbose: bool = True
+) -> tuple[tff.simulation.datasets.ClientData, tff.simulation.datasets.ClientData]:
+    """Returns federated EMNIST digits as TFF `ClientData` (train, test).
+
+    Args:
+      source: "full" for TFF's data set (3,383 writers; downloaded once, about
+        a gigabyte on disk), "sample" for the bundled 99 real writers, or
+        "auto": the full set if it is cached or can be downloaded, else the
+        sample.
+      cache_dir: where the data sets are kept: the full one as
+        `<cache_dir>/emnist_all.sqlite` (default: TFF's `~/.tff`), the sample
+        in `<cache_dir>/femnist_sample/` (default: `default_cache_dir()`).
+      verbose: print which source was used and where it lives.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
+    full_dir = Path(cache_dir) if cache_dir else Path.home() / ".tff"
+    if source == "auto":
+        if (full_dir / _SQLITE_NAME).is_file():
+            source, why = "full", f"cached in {full_dir}"
+        else:
+            reachable, reason = _full_data_reachable()
+            source = "full" if reachable else "sample"
+            why = (
+                f"downloading {FULL_DATA_URL} into {full_dir}"
+                if reachable
+                else f"the full data set is not in {full_dir} and cannot be downloaded ({reason})"
+            )
+    else:
+        why = "as requested"
+    if source == "full":
+        data_dir = full_dir
+        description = "TFF's federated EMNIST digits (3,383 writers)"
+    else:
+        data_dir = prepare_sample(cache_dir)
+        description = "the bundled sample of FEMNIST digits (99 writers, from LEAF)"
+    if verbose:
+        print(f"EMNIST: {description}, {why}; file {data_dir / _SQLITE_NAME}")
+    return tff.simulation.datasets.emnist.load_data(only_digits=True, cache_dir=str(data_dir))
+
+
+def preprocess(
+    dataset: tf.data.Dataset,
+    num_epochs: int = NUM_EPOCHS,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
+    seed: int = 1,
+) -> tf.data.Dataset:
+    """The seed tutorial's preprocessing of one client's EMNIST examples.
+
+    Repeats the examples `num_epochs` times, shuffles them, flattens each
+    28x28 image to 784 values and renames the features for Keras: every
+    element is ``OrderedDict(x=float32[1, 784], y=int32[1, 1])``, a batch of
+    one example.
+    """
+
+    def to_keras_batch(element):
+        return collections.OrderedDict(
+            x=tf.reshape(element["pixels"], [-1, 784]),
+            y=tf.reshape(element["label"], [-1, 1]),
+        )
+
+    return dataset.repeat(num_epochs).shuffle(shuffle_buffer, seed=seed).map(to_keras_batch)
+
+
+def client_dataset(client_data: tff.simulation.datasets.ClientData, index: int) -> tf.data.Dataset:
+    """Returns the preprocessed dataset of the `index`-th client (0-based, sorted ids).
+
+    Raises IndexError naming the valid range if there is no such client.
+    """
+    client_ids = client_data.client_ids
+    if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+        raise TypeError(f"client index must be an int, got {index!r}.")
+    if not 0 <= index < len(client_ids):
+        raise IndexError(
+            f"There is no client {index}: this data has {len(client_ids)} clients, "
+            f"indices 0 to {len(client_ids) - 1}."
+        )
+    return preprocess(client_data.create_tf_dataset_for_client(client_ids[index]))

@@ -1,0 +1,83 @@
+"""Plots of federated training."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+_ACCURACY_KEYS = ("sparse_categorical_accuracy", "accuracy")
+
+
+def _training_metrics(round_metrics: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The per-round training metrics inside what `process.next(...).metrics` returns.
+
+    Accepts TFF's nested structure (`client_work/train/...`) or an already
+    flat mapping with the metrics at its top level.
+    """
+    client_work = round_metrics.get("client_work")
+    if isinstance(client_work, Mapping) and isinstance(client_work.get("train"), Mapping):
+        return client_work["train"]
+    return round_metrics
+
+
+def _series(history: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
+    accuracy, loss = [], []
+    for round_num, round_metrics in enumerate(history, start=1):
+        if not isinstance(round_metrics, Mapping):
+            raise TypeError(
+                f"history[{round_num - 1}] is a {type(round_metrics).__name__}; expected the "
+                "metrics mapping of one round, e.g. `process.next(state, data).metrics`."
+            )
+        metrics = _training_metrics(round_metrics)
+        accuracy_key = next((k for k in _ACCURACY_KEYS if k in metrics), None)
+        if accuracy_key is None or "loss" not in metrics:
+            raise ValueError(
+                f"Round {round_num} has no accuracy and loss metrics: expected keys "
+                f"{_ACCURACY_KEYS[0]!r} and 'loss' in metrics['client_work']['train'], "
+                f"found {sorted(metrics)}."
+            )
+        accuracy.append(float(metrics[accuracy_key]))
+        loss.append(float(metrics["loss"]))
+    return accuracy, loss
+
+
+def plot_training_curves(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    title: str = "Federated training",
+    save_to: str | os.PathLike | None = None,
+) -> Figure:
+    """Draws training accuracy and loss per round.
+
+    Args:
+      history: the metrics of each round in order, as returned by
+        `process.next(state, data).metrics` (TFF's nested structure with
+        `client_work/train`), or flat mappings with an accuracy and `loss`.
+      title: the figure's title.
+      save_to: optional path; the figure is also saved there (PNG, SVG, PDF,
+        as the suffix says), creating the directory if needed.
+
+    Returns:
+      The matplotlib Figure, with an accuracy and a loss axes.
+    """
+    if len(history) == 0:
+        raise ValueError("history is empty: run at least one round and append its metrics.")
+    accuracy, loss = _series(history)
+    rounds = range(1, len(history) + 1)
+    fig, (ax_accuracy, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    ax_accuracy.plot(rounds, accuracy, marker="o", color="tab:blue")
+    ax_accuracy.set(xlabel="round", ylabel="training accuracy", ylim=(0, 1), title="Accuracy")
+    ax_loss.plot(rounds, loss, marker="o", color="tab:red")
+    ax_loss.set(xlabel="round", ylabel="training loss", title="Loss")
+    for ax in (ax_accuracy, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    if save_to is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
+        fig.savefig(save_to, dpi=120)
+    return fig

@@ -1,0 +1,267 @@
+"""The "Loading Remote Data" programming model, on TFF 0.87's C++ runtime.
+
+TFF up to 0.54 let Python code resolve data references: a `DataBackend`
+turned a URI such as ``uri://3`` into a client's dataset, a `DataExecutor`
+asked it whenever a computation met such a reference, and an execution
+context put the two in front of the runtime. TFF 0.55 deleted that Python
+execution stack. This module brings the same three pieces back, built on
+what TFF 0.87 still has:
+
+* `DataBackend`: the abstract base you subclass (one method, `materialize`).
+* `DataExecutor`: an executor that resolves data references with a backend
+  and forwards everything else, untouched, to TFF's `RemoteExecutor`.
+* `create_execution_context`: starts TFF's own C++ `worker_binary`, puts a
+  `DataExecutor` in front of it, and returns a synchronous execution context
+  for `tff.framework.set_default_context`.
+
+What runs where: `materialize` runs in this Python process (the controller);
+the payload it returns is serialized and sent to the worker, which runs the
+computation. TFF's answer for data that should never pass through the
+controller, workers that build datasets themselves, is a separate lesson.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+from typing import Any
+
+import tensorflow_federated as tff
+from tensorflow_federated.proto.v0 import computation_pb2 as pb
+from tensorflow_federated.python.core.impl.executors import executor_base
+from tensorflow_federated.python.core.impl.types import type_conversions, type_serialization
+
+from tutorial_helpers.worker_process import WorkerProcess
+
+__all__ = ["DataBackend", "DataExecutor", "create_execution_context"]
+
+
+class DataBackend(abc.ABC):
+    """Resolves references to data into the data itself.
+
+    A computation's argument may contain `pb.Data` references (built by
+    `tff.framework.CreateDataDescriptor`), each naming some data by a URI.
+    When the runtime meets one, it calls `materialize` on the backend of the
+    current execution context.
+
+    Contract of `materialize(data, type_spec)`:
+
+    * `data` is the `pb.Data` message; its `uri` field is the string the
+      caller passed, e.g. ``"uri://3"``. The backend decides what a URI means.
+    * `type_spec` is the TFF type the computation expects for this one item,
+      e.g. `tff.SequenceType(...)` for a client's dataset (the placement is
+      not part of it).
+    * It returns a value TFF can take as that type: for a sequence type, a
+      `tf.data.Dataset` whose element type is assignable to the expected one.
+    * It raises an exception, with a message naming the URI, for a URI it
+      cannot resolve. It never returns `None` to mean "not found".
+    * It is a coroutine: the executor materializes all clients of a round at
+      once, so waiting on I/O should be `await`ed, never blocked on.
+    """
+
+    @abc.abstractmethod
+    async def materialize(self, data: pb.Data, type_spec: tff.Type) -> Any:
+        """Returns the payload that `data.uri` refers to, as a `type_spec` value."""
+        raise NotImplementedError
+
+
+def _is_data_reference(value: Any) -> bool:
+    return isinstance(value, pb.Computation) and value.WhichOneof("computation") == "data"
+
+
+class DataExecutor(executor_base.Executor):
+    """Resolves data references with a `DataBackend`; delegates everything else.
+
+    `create_value` materializes a `pb.Computation` whose oneof is `data`, and
+    every such member of a CLIENTS-placed list, concurrently; the payloads are
+    checked against the expected type and passed on to `target_executor`.
+    All other calls go to `target_executor` unchanged.
+
+    Args:
+      target_executor: the executor that runs computations, here TFF's
+        `RemoteExecutor` talking to a `worker_binary`.
+      data_backend: the `DataBackend` that resolves URIs.
+    """
+
+    def __init__(self, target_executor: executor_base.Executor, data_backend: DataBackend):
+        if not isinstance(target_executor, executor_base.Executor):
+            raise TypeError(
+                f"target_executor must be a TFF executor, got {type(target_executor).__name__}."
+            )
+        if not isinstance(data_backend, DataBackend):
+            raise TypeError(
+                f"data_backend must be an instance of a DataBackend subclass, got "
+                f"{type(data_backend).__name__}. Subclass tutorial_helpers.remote_data."
+                "DataBackend and implement `async def materialize(self, data, type_spec)`."
+            )
+        self._target = target_executor
+        self._backend = data_backend
+
+    async def _materialize(self, comp: pb.Computation, type_spec: tff.Type | None) -> Any:
+        if type_spec is None:
+            type_spec = type_serialization.deserialize_type(comp.type)
+        uri = comp.data.uri
+        backend_name = type(self._backend).__name__
+        try:
+            payload = await self._backend.materialize(comp.data, type_spec)
+        except Exception as e:
+            raise RuntimeError(
+                f"{backend_name}.materialize failed for URI {uri!r}: {type(e).__name__}: {e}"
+            ) from e
+        actual = type_conversions.tensorflow_infer_type(payload)
+        if actual is None or not type_spec.is_assignable_from(actual):
+            raise TypeError(
+                f"{backend_name}.materialize returned a payload that does not match the "
+                f"expected type for URI {uri!r}: expected {type_spec}, got "
+                f"{actual if actual is not None else type(payload).__name__}. Make the backend "
+                "return data of the declared type, or declare the type it returns in "
+                "CreateDataDescriptor(arg_type=...)."
+            )
+        return payload
+
+    async def _materialize_all(self, items: list[Any], member_type: tff.Type) -> list[Any]:
+        """Materializes the data references among `items` concurrently.
+
+        The first failure cancels the fetches still running and is raised.
+        """
+        tasks = {
+            i: asyncio.ensure_future(self._materialize(item, member_type))
+            for i, item in enumerate(items)
+            if _is_data_reference(item)
+        }
+        if not tasks:
+            return items
+        done, pending = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in tasks.values():  # In URI order, so the error is deterministic.
+            if task in done and task.exception() is not None:
+                raise task.exception()
+        return [tasks[i].result() if i in tasks else item for i, item in enumerate(items)]
+
+    async def create_value(self, value, type_spec=None):
+        if _is_data_reference(value):
+            value = await self._materialize(value, type_spec)
+        elif (
+            isinstance(type_spec, tff.FederatedType)
+            and type_spec.placement is tff.CLIENTS
+            and not type_spec.all_equal
+            and isinstance(value, (list, tuple))
+        ):
+            value = await self._materialize_all(list(value), type_spec.member)
+        return await self._target.create_value(value, type_spec)
+
+    async def create_call(self, comp, arg=None):
+        return await self._target.create_call(comp, arg)
+
+    async def create_struct(self, elements):
+        return await self._target.create_struct(elements)
+
+    async def create_selection(self, source, index):
+        return await self._target.create_selection(source, index)
+
+    def close(self):
+        self._target.close()
+
+
+class _WorkerExecutionContext(tff.framework.SyncExecutionContext):
+    """A synchronous context on one `WorkerProcess`, with a `DataExecutor` in front."""
+
+    def __init__(self, data_backend: DataBackend, worker: WorkerProcess, default_num_clients: int):
+        self.data_backend = data_backend
+        self.worker = worker
+        self._closed = False
+        self._installed = contextlib.ExitStack()
+
+        def executor_stack(cardinalities):
+            # A dead worker is final: without this check TFF would retry the
+            # call forever, since it treats an unreachable worker as transient.
+            worker.check_alive()
+            cardinalities.setdefault(tff.CLIENTS, default_num_clients)
+            remote = tff.framework.RemoteExecutor(worker.stub)
+            remote.set_cardinalities(cardinalities)
+            return DataExecutor(remote, data_backend)
+
+        super().__init__(
+            executor_fn=tff.framework.ResourceManagingExecutorFactory(executor_stack),
+            compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+            transform_args=tff.tensorflow.transform_args,
+            transform_result=tff.tensorflow.transform_result,
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def invoke(self, comp, arg):
+        if self._closed:
+            raise RuntimeError(
+                "This execution context is closed and its TFF worker stopped. Create a new one "
+                "with create_execution_context(...) and make it the default context again."
+            )
+        return super().invoke(comp, arg)
+
+    def close(self) -> None:
+        """Stops the worker. Further computations in this context raise RuntimeError."""
+        if self._closed:
+            return
+        self._closed = True
+        self._installed.close()
+        self.worker.stop()
+
+    def __enter__(self):
+        """Makes this the current TFF context until the `with` block ends."""
+        self._installed.enter_context(tff.framework.get_context_stack().install(self))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<execution context: {type(self.data_backend).__name__} in front of TFF worker "
+            f"pid {self.worker.pid} at {self.worker.address}, {state}>"
+        )
+
+
+def create_execution_context(
+    data_backend: DataBackend,
+    *,
+    default_num_clients: int = 0,
+    max_concurrent_computation_calls: int = -1,
+    startup_timeout: float = 60.0,
+) -> _WorkerExecutionContext:
+    """Returns a TFF execution context that resolves data URIs with `data_backend`.
+
+    It starts one TFF `worker_binary` on a free local port and waits until it
+    answers. Computations run there; data references in their arguments are
+    materialized by `data_backend` on the way in.
+
+    Make it the default context with `tff.framework.set_default_context(ctx)`
+    and call `ctx.close()` when done, or use it as a context manager, which
+    makes it current inside the block and stops the worker on leaving it. The
+    worker is also stopped at interpreter exit and if this process dies.
+
+    Args:
+      data_backend: an instance of a `DataBackend` subclass.
+      default_num_clients: the number of clients for computations whose
+        arguments do not tell it (e.g. `initialize()`).
+      max_concurrent_computation_calls: the worker's limit on concurrent
+        calls; nonpositive means none.
+      startup_timeout: seconds to wait for the worker to start.
+    """
+    if not isinstance(data_backend, DataBackend):
+        raise TypeError(
+            f"data_backend must be an instance of a DataBackend subclass, got "
+            f"{type(data_backend).__name__}. Subclass tutorial_helpers.remote_data.DataBackend "
+            "and implement `async def materialize(self, data, type_spec)`."
+        )
+    worker = WorkerProcess(
+        max_concurrent_computation_calls=max_concurrent_computation_calls,
+        startup_timeout=startup_timeout,
+    )
+    return _WorkerExecutionContext(data_backend, worker, default_num_clients)
