@@ -52,6 +52,24 @@ def worker_binary_path() -> str:
     return path
 
 
+def _close_channel(channel: grpc.Channel) -> None:
+    """Closes `channel` after its connectivity-polling thread has stopped.
+
+    Closing while grpc's poller is inside a 0.2 s watch makes that thread
+    raise "Channel closed!"; without subscribers it exits on its next turn.
+    """
+    state = getattr(channel, "_connectivity_state", None)
+    if state is not None:
+        with state.lock:
+            callbacks = [callback for callback, _ in state.callbacks_and_connectivities]
+        for callback in callbacks:
+            channel.unsubscribe(callback)
+        deadline = time.monotonic() + 1.0
+        while state.polling and time.monotonic() < deadline:
+            time.sleep(0.02)
+    channel.close()
+
+
 def _stop(process: subprocess.Popen, log_file) -> None:
     """Stops `process` (SIGTERM, then SIGKILL after 5 s) and closes its log."""
     if process.poll() is None:
@@ -112,12 +130,13 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         ready = grpc.channel_ready_future(self._channel)
         while True:
-            self.check_alive()
             try:
+                self.check_alive()
                 ready.result(timeout=0.5)
                 return
             except grpc.FutureTimeoutError:
                 if time.monotonic() > deadline:
+                    ready.cancel()
                     raise TimeoutError(
                         f"TFF worker (pid {self.pid}) did not answer on {self.address} "
                         f"within {timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
@@ -147,7 +166,8 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """Stops the worker and waits for it to exit. Safe to call twice."""
-        self._channel.close()
+        if self._finalizer.alive:
+            _close_channel(self._channel)
         self._finalizer()
 
     def __enter__(self) -> WorkerProcess:
