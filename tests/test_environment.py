@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -92,3 +93,13 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_command():
     assert "scripts/run_tests" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/run_tests" in ci
+
+
+def test_code_passes_ruff():
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
