@@ -7,7 +7,6 @@ import subprocess
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def worker_pids() -> set[int]:

@@ -1,0 +1,95 @@
+"""The exercise checks accept the solutions and refuse the unsolved and wrong answers."""
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tutorial_helpers import data, exercises, remote_data
+from tutorial_helpers.backends import ClientDataBackend
+
+SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
+ELEMENT_TYPE = tff.types.StructWithPythonType(
+    [("x", tff.TensorType(np.float32, [1, 784])), ("y", tff.TensorType(np.int32, [1, 1]))],
+    collections.OrderedDict,
+)
+DATASET_TYPE = tff.types.SequenceType(ELEMENT_TYPE)
+
+
+def run_solution(name, **notebook_names):
+    """Runs a solution file in a namespace holding the notebook's names, as %load would."""
+    namespace = dict(notebook_names)
+    exec(compile((SOLUTIONS / name).read_text(), name, "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+class Unsolved(remote_data.DataBackend):
+    async def materialize(self, data, type_spec):
+        raise NotImplementedError
+
+
+def test_even_clients(emnist, capsys):
+    train, _ = emnist
+    namespace = run_solution(
+        "02_even_clients.py", remote_data=remote_data, preprocess=data.preprocess, emnist_train=train
+    )
+    exercises.check_even_clients_backend(namespace["even_backend"], train, DATASET_TYPE)
+    assert "Correct!" in capsys.readouterr().out
+
+    exercises.check_even_clients_backend(Unsolved(), train, DATASET_TYPE)
+    assert "Not solved yet" in capsys.readouterr().out
+
+    # Serving every client is wrong: odd ones must be refused.
+    exercises.check_even_clients_backend(ClientDataBackend(train), train, DATASET_TYPE)
+    assert "uri://1 should be rejected" in capsys.readouterr().out
+
+
+def test_label_zero(emnist, capsys):
+    train, _ = emnist
+    namespace = run_solution("03_label_zero.py", tff=tff, tf=tf, np=np, dataset_type=DATASET_TYPE)
+
+    def unsolved(datasets):
+        raise NotImplementedError
+
+    with remote_data.create_execution_context(ClientDataBackend(train)):
+        exercises.check_label_zero_count(namespace["count_label_zero"], DATASET_TYPE, train)
+        assert "Correct!" in capsys.readouterr().out
+        exercises.check_label_zero_count(unsolved, DATASET_TYPE, train)
+        assert "Not solved yet" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_other_clients(emnist, capsys):
+    train, _ = emnist
+    example = data.client_dataset(train, 0)
+
+    def model_fn():
+        model = tf.keras.models.Sequential(
+            [tf.keras.layers.InputLayer(input_shape=(784,)),
+             tf.keras.layers.Dense(10, kernel_initializer="zeros"), tf.keras.layers.Softmax()]
+        )
+        return tff.learning.models.from_keras_model(
+            model, input_spec=example.element_spec,
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+        )
+
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn,
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.02),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=1.0),
+    )
+    with remote_data.create_execution_context(ClientDataBackend(train)):
+        namespace = run_solution(
+            "04_other_clients.py", tff=tff, iterative_process=process, dataset_type=DATASET_TYPE
+        )
+    history = namespace["other_history"]
+    exercises.check_other_clients_history(history, train)
+    assert "Correct!" in capsys.readouterr().out
+    exercises.check_other_clients_history(None, train)
+    assert "Not solved yet" in capsys.readouterr().out
+    exercises.check_other_clients_history(history[:2], train)  # Too few rounds.
+    assert "should hold 3 rounds" in capsys.readouterr().out

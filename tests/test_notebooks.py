@@ -1,0 +1,91 @@
+"""The notebooks follow TensorFlow's docs conventions and store a clean, real run.
+
+nbval (in the README's test command) executes them and compares outputs; these
+tests check what nbval does not: format, structure, and the stored outputs.
+"""
+
+import itertools
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
+WALKTHROUGH = ["01_preprocessing", "02_data_backend", "03_execution_context", "04_training"]
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def source(cell):
+    return "".join(cell["source"])
+
+
+def test_all_notebooks_are_there():
+    names = {p.stem for p in PATHS}
+    assert set(WALKTHROUGH) | {"loading_remote_data"} <= names
+
+
+def test_notebooks_are_formatted_with_nbfmt():
+    result = subprocess.run(
+        [sys.executable, "-m", "tensorflow_docs.tools.nbfmt", "--test", *map(str, PATHS)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_docs_conventions(path):
+    cells = load(path)["cells"]
+    assert "Copyright" in source(cells[0])
+    assert source(cells[1]).startswith("#@title Licensed under the Apache License")
+    assert source(cells[2]).startswith("# ")  # Title.
+    buttons = source(cells[3])
+    for link in ("tensorflow.org", "colab.research.google.com", "github.com", "Download notebook"):
+        assert link in buttons
+    assert path.name in buttons
+    headings = [source(c).split("\n")[0] for c in cells if c["cell_type"] == "markdown"]
+    assert "## Overview" in headings and "## Setup" in headings
+    assert headings.index("## Overview") < headings.index("## Setup")
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_stored_outputs_are_a_clean_run_in_order(path):
+    code = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), "run top to bottom in a fresh kernel"
+    for cell in code:
+        for output in cell["outputs"]:
+            assert output["output_type"] != "error", source(cell)[:80]
+            assert output.get("name") != "stderr", source(cell)[:80]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_every_code_cell_is_explained(path):
+    cells = load(path)["cells"][4:]
+    for previous, cell in itertools.pairwise(cells):
+        if cell["cell_type"] == "code" and previous["cell_type"] == "code":
+            # Two code cells in a row are allowed only for an exercise and its check.
+            assert "check_" in source(cell), source(cell)[:80]
+
+
+@pytest.mark.parametrize("name", WALKTHROUGH[1:])
+def test_walkthrough_ends_with_an_exercise_and_its_check(name):
+    cells = load(NOTEBOOKS / f"{name}.ipynb")["cells"]
+    assert source(cells[-3]).startswith("## Exercise")
+    assert "Your code here" in source(cells[-2])
+    assert re.search(r"check_\w+\(", source(cells[-1]))
+    solution = re.search(r"notebooks/solutions/(\S+\.py)", json.dumps(cells[-1]["outputs"]))
+    assert solution and (NOTEBOOKS / "solutions" / solution.group(1)).is_file()
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_notebooks_are_valid_nbformat(path):
+    import nbformat
+
+    nbformat.validate(nbformat.read(path, as_version=4))

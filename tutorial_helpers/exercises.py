@@ -1,0 +1,133 @@
+"""Checks for the notebooks' exercises.
+
+Each check prints a verdict ("Correct!", "Not right yet", or "Not solved
+yet") and returns nothing, so that a check cell shows only the verdict. An
+answer still raising NotImplementedError (the exercise as handed out) gets
+"not solved yet" and the path of the solution, which is kept in
+notebooks/solutions/ so that it is not the first thing a learner sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import numpy as np
+import tensorflow_federated as tff
+from tensorflow_federated.proto.v0 import computation_pb2 as pb
+
+from tutorial_helpers import data as kit_data
+
+_NOT_YET = "Not solved yet: {hint} (A solution: notebooks/solutions/{solution}.)"
+
+
+def _verdict(problems: list[str], success: str) -> None:
+    if problems:
+        print("Not right yet:\n  - " + "\n  - ".join(problems))
+    else:
+        print(f"Correct! {success}")
+
+
+def _run(coroutine):
+    """Runs a coroutine whether or not an event loop is running (Jupyter runs one)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def _size(dataset) -> int:
+    return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def check_even_clients_backend(backend, client_data, dataset_type) -> None:
+    """Exercise 02: a backend that serves only even-numbered clients."""
+    ids = client_data.client_ids
+
+    async def materialize(uri):
+        return await backend.materialize(pb.Data(uri=uri), dataset_type)
+
+    problems = []
+    for index in (0, 2, 4, 98):
+        uri = f"uri://{index}"
+        try:
+            dataset = _run(materialize(uri))
+        except NotImplementedError:
+            print(_NOT_YET.format(hint="materialize still raises NotImplementedError.",
+                                  solution="02_even_clients.py"))
+            return
+        except Exception as e:  # noqa: BLE001 (the learner's code may raise anything)
+            problems.append(f"{uri} should be served, but raised {type(e).__name__}: {e}")
+            continue
+        expected = kit_data.preprocess(client_data.create_tf_dataset_for_client(ids[index]))
+        if _size(dataset) != _size(expected):
+            problems.append(f"{uri} should be the data of client {index} ({ids[index]}), preprocessed.")
+    for uri in ("uri://1", "uri://3", "uri://97", "uri://x", "uri://100"):
+        try:
+            _run(materialize(uri))
+            problems.append(f"{uri} should be rejected, but a dataset was returned.")
+        except NotImplementedError:
+            print(_NOT_YET.format(hint="materialize still raises NotImplementedError.",
+                                  solution="02_even_clients.py"))
+            return
+        except Exception as e:  # noqa: BLE001
+            if uri not in str(e):
+                problems.append(f"The error for {uri} should name it; it says: {e}")
+    _verdict(problems, "Even clients are served, odd and malformed URIs are refused by name.")
+
+
+def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clients: int = 5) -> None:
+    """Exercise 03: a federated computation counting the examples labelled 0."""
+    uris = [f"uri://{i}" for i in range(num_clients)]
+    handle = tff.framework.CreateDataDescriptor(arg_uris=uris, arg_type=dataset_type)
+    try:
+        answer = count_label_zero(handle)
+    except NotImplementedError:
+        print(_NOT_YET.format(hint="count_label_zero still raises NotImplementedError.",
+                              solution="03_label_zero.py"))
+        return
+    expected = 0
+    for client_id in client_data.client_ids[:num_clients]:
+        for example in kit_data.preprocess(client_data.create_tf_dataset_for_client(client_id)):
+            expected += int(example["y"][0, 0] == 0)
+    problems = []
+    if not isinstance(count_label_zero, tff.Computation):
+        problems.append("count_label_zero should be a TFF computation (@tff.federated_computation).")
+    elif count_label_zero.type_signature.result.placement is not tff.SERVER:
+        problems.append(f"The result should be placed at SERVER; its type is "
+                        f"{count_label_zero.type_signature.result}.")
+    if int(answer) != expected:
+        problems.append(f"Clients 0-{num_clients - 1} hold {expected} examples labelled 0 "
+                        f"(epochs included); the computation returned {int(answer)}.")
+    _verdict(problems, f"{expected} examples labelled 0 on clients 0-{num_clients - 1}.")
+
+
+def check_other_clients_history(history, client_data, clients=range(5, 10), rounds: int = 3) -> None:
+    """Exercise 04: training on clients 5-9 by URI, `rounds` rounds."""
+    if history is None:
+        print(_NOT_YET.format(hint="history is still None.", solution="04_other_clients.py"))
+        return
+    problems = []
+    if len(history) != rounds:
+        problems.append(f"history should hold {rounds} rounds of metrics, it holds {len(history)}.")
+    ids = client_data.client_ids
+    examples = sum(len(list(client_data.create_tf_dataset_for_client(ids[i]))) for i in clients)
+    expected = examples * kit_data.NUM_EPOCHS
+    for round_num, metrics in enumerate(history, start=1):
+        train = metrics.get("client_work", {}).get("train", {})
+        if train.get("num_examples") != expected:
+            problems.append(
+                f"Round {round_num} trained on {train.get('num_examples')} examples; clients "
+                f"{clients.start}-{clients.stop - 1} hold {examples} x {kit_data.NUM_EPOCHS} epochs "
+                f"= {expected}."
+            )
+    accuracies = [m["client_work"]["train"]["sparse_categorical_accuracy"] for m in history
+                  if "train" in m.get("client_work", {})]
+    summary = collections.OrderedDict(
+        (f"round {i}", round(float(a), 3)) for i, a in enumerate(accuracies, 1)
+    )
+    _verdict(problems, f"Training accuracy on clients 5-9: {dict(summary)}.")
