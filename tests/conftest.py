@@ -3,21 +3,36 @@
 import os
 import signal
 import subprocess
+import uuid
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def worker_pids() -> set[int]:
-    """Pids of running TFF `worker_binary` processes on this machine."""
+# Every process this test session starts, directly or through a notebook's
+# kernel, inherits this mark; the leak check looks only at marked processes,
+# so other sessions on the machine are neither blamed nor stopped.
+SESSION_MARK = f"TUTORIAL_HELPERS_TEST_SESSION={uuid.uuid4().hex}"
+os.environ["TUTORIAL_HELPERS_TEST_SESSION"] = SESSION_MARK.split("=", 1)[1]
+KIT_PROCESSES = "tensorflow_federated/data/worker_binary|tutorial_helpers.data_service"
+
+
+def worker_pids(pattern: str = KIT_PROCESSES) -> set[int]:
+    """Pids of this session's running kit processes (TFF workers, data services)."""
     out = subprocess.run(
-        ["pgrep", "-f", "tensorflow_federated/data/worker_binary"],
-        capture_output=True,
-        text=True,
-        check=False,
+        ["pgrep", "-f", pattern], capture_output=True, text=True, check=False
     ).stdout
-    return {int(pid) for pid in out.split()} - {os.getpid()}
+    pids = set()
+    for pid in map(int, out.split()):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:  # Gone already.
+            continue
+        if SESSION_MARK.encode() in environ and pid != os.getpid():
+            pids.add(pid)
+    return pids
 
 
 def pytest_sessionstart(session):
@@ -32,7 +47,7 @@ def pytest_sessionfinish(session, exitstatus):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        print(f"\nFAILED: TFF worker processes outlived the test session: {sorted(leaked)}")
+        print(f"\nFAILED: kit processes (TFF workers, data services) outlived the test session: {sorted(leaked)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

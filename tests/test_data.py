@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tutorial_helpers import data
+from tutorial_helpers import data, sample
 
 
 def test_sample_comes_through_tffs_loader_with_all_writers(emnist):
@@ -22,7 +22,7 @@ def test_sample_comes_through_tffs_loader_with_all_writers(emnist):
 
 def test_sample_holds_the_real_digits_of_the_bundled_file(emnist):
     train, test = emnist
-    arrays = np.load(data._sample_path())
+    arrays = np.load(sample.sample_path())
     n_train = sum(len(list(train.create_tf_dataset_for_client(c))) for c in train.client_ids)
     n_test = sum(len(list(test.create_tf_dataset_for_client(c))) for c in test.client_ids)
     assert (n_train, n_test) == (9369, 1062)
@@ -57,7 +57,7 @@ def test_sample_is_written_once_and_rewritten_when_corrupt(tmp_path, capsys):
 
 
 def test_a_corrupt_bundled_sample_is_refused_with_a_clear_message(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "SAMPLE_SHA256", "0" * 64)
+    monkeypatch.setattr(sample, "SAMPLE_SHA256", "0" * 64)
     with pytest.raises(ValueError, match=r"femnist_digits_sample.npz is corrupt: its SHA-256"):
         data.prepare_sample(tmp_path)
 

@@ -54,11 +54,20 @@ def test_label_zero(emnist, capsys):
     def unsolved(datasets):
         raise NotImplementedError
 
+    namespace_ = namespace
+    # A common slip: forgetting the sum, so there is one count per client.
+    forgot_sum = tff.federated_computation(
+        lambda datasets: tff.federated_map(namespace_["count_zeros_on_client"], datasets),
+        tff.FederatedType(DATASET_TYPE, tff.CLIENTS),
+    )
+
     with remote_data.create_execution_context(ClientDataBackend(train)):
         exercises.check_label_zero_count(namespace["count_label_zero"], DATASET_TYPE, train)
         assert "Correct!" in capsys.readouterr().out
         exercises.check_label_zero_count(unsolved, DATASET_TYPE, train)
         assert "Not solved yet" in capsys.readouterr().out
+        exercises.check_label_zero_count(forgot_sum, DATASET_TYPE, train)
+        assert "Did you sum over the clients?" in capsys.readouterr().out
 
 
 @pytest.mark.slow

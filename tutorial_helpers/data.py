@@ -11,18 +11,18 @@ loading path is different between the two.
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import sqlite3
 import tempfile
 import urllib.error
 import urllib.request
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
+
+from tutorial_helpers import sample
 
 # The seed tutorial's preprocessing constants.
 NUM_EPOCHS = 10
@@ -30,8 +30,6 @@ SHUFFLE_BUFFER = 100
 
 SOURCES = ("auto", "full", "sample")
 FULL_DATA_URL = "https://storage.googleapis.com/tff-datasets-public/emnist_all.sqlite.lzma"
-SAMPLE_FILE = "femnist_digits_sample.npz"
-SAMPLE_SHA256 = "8ab29b211404bf86a4e43081621fc5b4b456686d97f46d359e9a9bcc7cb0185f"
 _SQLITE_NAME = "emnist_all.sqlite"  # The name TFF's loader looks for.
 _SPLITS = {0: "digits_only_train", 1: "digits_only_test"}
 
@@ -44,27 +42,6 @@ def default_cache_dir() -> Path:
     return Path(base) / "tff-remote-data-kit"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _sample_path() -> Path:
-    path = Path(str(resources.files("tutorial_helpers") / "sample_data" / SAMPLE_FILE))
-    if not path.is_file():
-        raise FileNotFoundError(f"The bundled sample {path} is missing; reinstall the kit.")
-    actual = _sha256(path)
-    if actual != SAMPLE_SHA256:
-        raise ValueError(
-            f"The bundled sample {path} is corrupt: its SHA-256 is {actual}, expected "
-            f"{SAMPLE_SHA256}. Restore it with `git checkout -- {path.name}` or reinstall the kit."
-        )
-    return path
-
-
 def _example_proto(pixels: np.ndarray, label: int) -> bytes:
     features = {
         "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=pixels.reshape(-1))),
@@ -75,7 +52,7 @@ def _example_proto(pixels: np.ndarray, label: int) -> bytes:
 
 def _write_sample_sqlite(npz_path: Path, target: Path) -> None:
     """Writes the sample in the SQLite format of TFF's EMNIST loader, atomically."""
-    arrays = np.load(npz_path)
+    arrays = np.load(npz_path)  # Verified by sample.sample_path().
     pixels = arrays["pixels"].astype(np.float32) / 255.0  # TFF: 1.0 is background.
     writer_ids = arrays["writer_ids"]
     order = np.lexsort((arrays["split"], writer_ids[arrays["writer"]]))
@@ -109,7 +86,7 @@ def _write_sample_sqlite(npz_path: Path, target: Path) -> None:
             )
             db.execute("CREATE INDEX examples_by_client ON examples (client_id, split_name)")
         db.close()
-        Path(tmp + ".sha256").write_text(f"{_sha256(Path(tmp))} {SAMPLE_SHA256}\n")
+        Path(tmp + ".sha256").write_text(f"{sample.sha256_of(Path(tmp))} {sample.SAMPLE_SHA256}\n")
         os.replace(tmp + ".sha256", str(target) + ".sha256")
         os.replace(tmp, target)
     finally:
@@ -123,7 +100,7 @@ def _sample_sqlite_is_valid(path: Path) -> bool:
     if not (path.is_file() and checksum_file.is_file()):
         return False
     recorded = checksum_file.read_text().split()
-    return recorded == [_sha256(path), SAMPLE_SHA256]
+    return recorded == [sample.sha256_of(path), sample.SAMPLE_SHA256]
 
 
 def prepare_sample(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -136,7 +113,7 @@ def prepare_sample(cache_dir: str | os.PathLike | None = None) -> Path:
     directory = Path(cache_dir or default_cache_dir()) / "femnist_sample"
     target = directory / _SQLITE_NAME
     if not _sample_sqlite_is_valid(target):
-        _write_sample_sqlite(_sample_path(), target)
+        _write_sample_sqlite(sample.sample_path(), target)
     return directory
 
 

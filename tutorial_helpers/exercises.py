@@ -13,6 +13,7 @@ import asyncio
 import collections
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import computation_pb2 as pb
 
@@ -40,8 +41,11 @@ def _run(coroutine):
         return pool.submit(asyncio.run, coroutine).result()
 
 
-def _size(dataset) -> int:
-    return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+def _same_elements(dataset, expected) -> bool:
+    got, want = list(dataset.as_numpy_iterator()), list(expected.as_numpy_iterator())
+    return len(got) == len(want) and all(
+        np.array_equal(a["x"], b["x"]) and np.array_equal(a["y"], b["y"]) for a, b in zip(got, want, strict=True)
+    )
 
 
 def check_even_clients_backend(backend, client_data, dataset_type) -> None:
@@ -64,7 +68,12 @@ def check_even_clients_backend(backend, client_data, dataset_type) -> None:
             problems.append(f"{uri} should be served, but raised {type(e).__name__}: {e}")
             continue
         expected = kit_data.preprocess(client_data.create_tf_dataset_for_client(ids[index]))
-        if _size(dataset) != _size(expected):
+        if not isinstance(dataset, tf.data.Dataset):
+            problems.append(f"{uri} should give a tf.data.Dataset, got {type(dataset).__name__}.")
+        elif dataset.element_spec != expected.element_spec:
+            problems.append(f"{uri} gave elements {dataset.element_spec}; preprocessed client data "
+                            f"has {expected.element_spec}.")
+        elif not _same_elements(dataset, expected):
             problems.append(f"{uri} should be the data of client {index} ({ids[index]}), preprocessed.")
     for uri in ("uri://1", "uri://3", "uri://97", "uri://x", "uri://100"):
         try:
@@ -95,14 +104,19 @@ def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clie
         for example in kit_data.preprocess(client_data.create_tf_dataset_for_client(client_id)):
             expected += int(example["y"][0, 0] == 0)
     problems = []
+    result_type = getattr(getattr(count_label_zero, "type_signature", None), "result", None)
     if not isinstance(count_label_zero, tff.Computation):
         problems.append("count_label_zero should be a TFF computation (@tff.federated_computation).")
-    elif count_label_zero.type_signature.result.placement is not tff.SERVER:
-        problems.append(f"The result should be placed at SERVER; its type is "
-                        f"{count_label_zero.type_signature.result}.")
-    if int(answer) != expected:
-        problems.append(f"Clients 0-{num_clients - 1} hold {expected} examples labelled 0 "
-                        f"(epochs included); the computation returned {int(answer)}.")
+    elif not (isinstance(result_type, tff.FederatedType) and result_type.placement is tff.SERVER):
+        problems.append(f"The result should be one number placed at the server (int32@SERVER); "
+                        f"its type is {result_type}. Did you sum over the clients?")
+    else:
+        try:
+            if int(answer) != expected:
+                problems.append(f"Clients 0-{num_clients - 1} hold {expected} batches labelled 0 "
+                                f"(epochs included); the computation returned {int(answer)}.")
+        except (TypeError, ValueError):
+            problems.append(f"The computation returned {answer!r}, not a number.")
     _verdict(problems, f"{expected} examples labelled 0 on clients 0-{num_clients - 1}.")
 
 

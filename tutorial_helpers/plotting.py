@@ -81,3 +81,36 @@ def plot_training_curves(
         os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
         fig.savefig(save_to, dpi=120)
     return fig
+
+
+def plot_round_costs(costs, *, title: str = "What a round costs", save_to=None) -> Figure:
+    """Bar charts of seconds per round and bytes through the controller per round.
+
+    Args:
+      costs: `tutorial_helpers.round_costs.RoundCost` objects, one per mode.
+      save_to: optional path to save the figure to.
+    """
+    import statistics
+
+    if not costs:
+        raise ValueError("costs is empty: measure at least one mode.")
+    names = [cost.mode for cost in costs]
+    seconds = [statistics.median(cost.seconds) for cost in costs]
+    kib = [statistics.median(cost.bytes_through_controller) / 1024 for cost in costs]
+    fig, (ax_time, ax_bytes) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    ax_time.barh(names, seconds, color="tab:blue")
+    ax_time.set(xlabel="seconds per round (median)", title="Time")
+    ax_bytes.barh(names, kib, color="tab:orange")
+    ax_bytes.set(xlabel="KiB of client data through the controller per round (log scale)",
+                 title="Traffic", xscale="log")
+    for ax, values, fmt in ((ax_time, seconds, "{:.2f} s"), (ax_bytes, kib, "{:,.1f} KiB")):
+        ax.invert_yaxis()
+        for y, value in enumerate(values):
+            ax.text(value, y, " " + fmt.format(value), va="center", fontsize=9)
+        ax.margins(x=0.25)
+    ax_bytes.set_yticks(range(len(names)), [""] * len(names))
+    fig.suptitle(title)
+    if save_to is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
+        fig.savefig(save_to, dpi=120)
+    return fig

@@ -1,11 +1,12 @@
 """The "Loading Remote Data" programming model, on TFF 0.87's C++ runtime.
 
-TFF up to 0.54 let Python code resolve data references: a `DataBackend`
-turned a URI such as ``uri://3`` into a client's dataset, a `DataExecutor`
-asked it whenever a computation met such a reference, and an execution
-context put the two in front of the runtime. TFF 0.55 deleted that Python
-execution stack. This module brings the same three pieces back, built on
-what TFF 0.87 still has:
+TFF used to let Python code resolve data references: a `DataBackend` turned a
+URI such as ``uri://3`` into a client's dataset, a `DataExecutor` asked it
+whenever a computation met such a reference, and an execution context put the
+two in front of the runtime. TFF's release notes record that 0.54 removed
+`DataBackend`, `DataExecutor`, `EagerTFExecutor` and `local_executor_factory`
+from `tff.framework`, and that 0.55 deleted the Python runtime. This module
+brings the same three pieces back, built on what TFF 0.87 still has:
 
 * `DataBackend`: the abstract base you subclass (one method, `materialize`).
 * `DataExecutor`: an executor that resolves data references with a backend
@@ -14,10 +15,13 @@ what TFF 0.87 still has:
   `DataExecutor` in front of it, and returns a synchronous execution context
   for `tff.framework.set_default_context`.
 
-What runs where: `materialize` runs in this Python process (the controller);
-the payload it returns is serialized and sent to the worker, which runs the
-computation. TFF's answer for data that should never pass through the
-controller, workers that build datasets themselves, is a separate lesson.
+What runs where: `materialize` runs in this Python process (the controller).
+What it returns is serialized and sent to the worker, which runs it. A
+`tf.data.Dataset` is a program: one built from tensors in memory carries its
+examples along; one that reads a file (as TFF's EMNIST datasets read an
+SQLite file) carries only the instructions, and the worker reads the file.
+TFF's answer for data that should never pass through the controller, workers
+that build their datasets themselves, is in `tutorial_helpers.multi_worker`.
 """
 
 from __future__ import annotations
@@ -66,6 +70,15 @@ class DataBackend(abc.ABC):
         raise NotImplementedError
 
 
+def _check_backend(data_backend: Any) -> None:
+    if not isinstance(data_backend, DataBackend):
+        raise TypeError(
+            f"data_backend must be an instance of a DataBackend subclass, got "
+            f"{type(data_backend).__name__}. Subclass tutorial_helpers.remote_data.DataBackend "
+            "and implement `async def materialize(self, data, type_spec)`."
+        )
+
+
 def _is_data_reference(value: Any) -> bool:
     return isinstance(value, pb.Computation) and value.WhichOneof("computation") == "data"
 
@@ -89,12 +102,7 @@ class DataExecutor(executor_base.Executor):
             raise TypeError(
                 f"target_executor must be a TFF executor, got {type(target_executor).__name__}."
             )
-        if not isinstance(data_backend, DataBackend):
-            raise TypeError(
-                f"data_backend must be an instance of a DataBackend subclass, got "
-                f"{type(data_backend).__name__}. Subclass tutorial_helpers.remote_data."
-                "DataBackend and implement `async def materialize(self, data, type_spec)`."
-            )
+        _check_backend(data_backend)
         self._target = target_executor
         self._backend = data_backend
 
@@ -109,7 +117,10 @@ class DataExecutor(executor_base.Executor):
             raise RuntimeError(
                 f"{backend_name}.materialize failed for URI {uri!r}: {type(e).__name__}: {e}"
             ) from e
-        actual = type_conversions.tensorflow_infer_type(payload)
+        try:
+            actual = type_conversions.tensorflow_infer_type(payload)
+        except (NotImplementedError, TypeError, ValueError):  # Not a value TFF knows.
+            actual = None
         if actual is None or not type_spec.is_assignable_from(actual):
             raise TypeError(
                 f"{backend_name}.materialize returned a payload that does not match the "
@@ -137,7 +148,7 @@ class DataExecutor(executor_base.Executor):
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        for task in tasks.values():  # In URI order, so the error is deterministic.
+        for task in tasks.values():  # The first failed, in URI order.
             if task in done and task.exception() is not None:
                 raise task.exception()
         return [tasks[i].result() if i in tasks else item for i, item in enumerate(items)]
@@ -167,30 +178,37 @@ class DataExecutor(executor_base.Executor):
         self._target.close()
 
 
-class _WorkerExecutionContext(tff.framework.SyncExecutionContext):
-    """A synchronous context on one `WorkerProcess`, with a `DataExecutor` in front."""
+def _executor_factory(worker, default_num_clients: int, data_backend: DataBackend | None = None):
+    """TFF's factory of executors on `worker`, optionally behind a `DataExecutor`."""
 
-    def __init__(self, data_backend: DataBackend, worker: WorkerProcess, default_num_clients: int):
-        self.data_backend = data_backend
-        self.worker = worker
-        self._closed = False
-        self._installed = contextlib.ExitStack()
+    def executor_stack(cardinalities):
+        # A dead worker is final: without this check TFF would retry the
+        # call forever, since it treats an unreachable worker as transient.
+        worker.check_alive()
+        cardinalities.setdefault(tff.CLIENTS, default_num_clients)
+        executor = tff.framework.RemoteExecutor(worker.stub)
+        executor.set_cardinalities(cardinalities)
+        return executor if data_backend is None else DataExecutor(executor, data_backend)
 
-        def executor_stack(cardinalities):
-            # A dead worker is final: without this check TFF would retry the
-            # call forever, since it treats an unreachable worker as transient.
-            worker.check_alive()
-            cardinalities.setdefault(tff.CLIENTS, default_num_clients)
-            remote = tff.framework.RemoteExecutor(worker.stub)
-            remote.set_cardinalities(cardinalities)
-            return DataExecutor(remote, data_backend)
+    return tff.framework.ResourceManagingExecutorFactory(executor_stack)
 
-        super().__init__(
-            executor_fn=tff.framework.ResourceManagingExecutorFactory(executor_stack),
-            compiler_fn=tff.backends.native.desugar_and_transform_to_native,
-            transform_args=tff.tensorflow.transform_args,
-            transform_result=tff.tensorflow.transform_result,
-        )
+
+_CONTEXT_ARGS = dict(
+    compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+    transform_args=tff.tensorflow.transform_args,
+    transform_result=tff.tensorflow.transform_result,
+)
+
+
+class _ClosableContext:
+    """What the kit's contexts add to TFF's: `close()`, and use in a `with` block.
+
+    Subclasses set `self.workers` (what `close()` stops) before use.
+    """
+
+    workers: list
+    _closed = False
+    _created_by = "create_execution_context"
 
     @property
     def closed(self) -> bool:
@@ -198,27 +216,45 @@ class _WorkerExecutionContext(tff.framework.SyncExecutionContext):
 
     def invoke(self, comp, arg):
         if self._closed:
+            stopped = "worker" if len(self.workers) == 1 else "workers"
             raise RuntimeError(
-                "This execution context is closed and its TFF worker stopped. Create a new one "
-                "with create_execution_context(...) and make it the default context again."
+                f"This execution context is closed and its TFF {stopped} stopped. Create a new "
+                f"one with {self._created_by}(...) and make it the default context again."
             )
         return super().invoke(comp, arg)
 
     def close(self) -> None:
-        """Stops the worker. Further computations in this context raise RuntimeError."""
+        """Stops the workers. Further computations in this context raise RuntimeError."""
         if self._closed:
             return
         self._closed = True
-        self._installed.close()
-        self.worker.stop()
+        try:
+            if hasattr(self, "_installed"):
+                self._installed.close()
+        finally:
+            for worker in self.workers:
+                worker.stop()
 
     def __enter__(self):
         """Makes this the current TFF context until the `with` block ends."""
+        self._installed = contextlib.ExitStack()
         self._installed.enter_context(tff.framework.get_context_stack().install(self))
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class _WorkerExecutionContext(_ClosableContext, tff.framework.SyncExecutionContext):
+    """A synchronous context on one `WorkerProcess`, with a `DataExecutor` in front."""
+
+    def __init__(self, data_backend: DataBackend, worker: WorkerProcess, default_num_clients: int):
+        self.data_backend = data_backend
+        self.worker = worker
+        self.workers = [worker]
+        super().__init__(
+            executor_fn=_executor_factory(worker, default_num_clients, data_backend), **_CONTEXT_ARGS
+        )
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -254,14 +290,13 @@ def create_execution_context(
         calls; nonpositive means none.
       startup_timeout: seconds to wait for the worker to start.
     """
-    if not isinstance(data_backend, DataBackend):
-        raise TypeError(
-            f"data_backend must be an instance of a DataBackend subclass, got "
-            f"{type(data_backend).__name__}. Subclass tutorial_helpers.remote_data.DataBackend "
-            "and implement `async def materialize(self, data, type_spec)`."
-        )
+    _check_backend(data_backend)
     worker = WorkerProcess(
         max_concurrent_computation_calls=max_concurrent_computation_calls,
         startup_timeout=startup_timeout,
     )
-    return _WorkerExecutionContext(data_backend, worker, default_num_clients)
+    try:
+        return _WorkerExecutionContext(data_backend, worker, default_num_clients)
+    except BaseException:
+        worker.stop()
+        raise

@@ -7,28 +7,20 @@ controller talks to one or many of them, on this machine or on others.
 TFF's own local context starts the worker lazily, lets it share the parent's
 stdout and stops it only when Python garbage-collects the context. A pipe
 reader (CI, nbval, `python script.py | tail`) can then wait forever on a
-worker nobody stops. `WorkerProcess` instead:
-
-* starts the worker eagerly, on a free port of 127.0.0.1, with its output in
-  a log file (shown in errors when the worker fails);
-* waits until it answers, for a bounded time, and says why if it does not;
-* stops it on `stop()`, on leaving a `with` block, at interpreter exit and,
-  on Linux, when the parent process dies even by SIGKILL (`setpriv
-  --pdeathsig`), so a killed Jupyter kernel leaves no worker behind.
+worker nobody stops. `WorkerProcess` instead starts it eagerly on a free port
+of 127.0.0.1, waits a bounded time until it answers, and stops it as every
+`ManagedProcess` is stopped (see `tutorial_helpers.processes`).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
-import weakref
 
 import grpc
 import portpicker
+
+from tutorial_helpers.processes import ManagedProcess
 
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
 _GRPC_OPTIONS = [
@@ -70,19 +62,24 @@ def _close_channel(channel: grpc.Channel) -> None:
     channel.close()
 
 
-def _stop(process: subprocess.Popen, log_file) -> None:
-    """Stops `process` (SIGTERM, then SIGKILL after 5 s) and closes its log."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    log_file.close()
+class _CountingStub:
+    """TFF's gRPC stub, counting the bytes of client-placed values sent to the worker."""
+
+    def __init__(self, stub):
+        self._stub = stub
+        self.client_value_bytes = 0
+
+    def create_value(self, request):
+        value = request.value
+        if value.WhichOneof("value") == "federated" and value.federated.type.placement.value.uri == "clients":
+            self.client_value_bytes += value.ByteSize()
+        return self._stub.create_value(request)
+
+    def __getattr__(self, name):
+        return getattr(self._stub, name)
 
 
-class WorkerProcess:
+class WorkerProcess(ManagedProcess):
     """One running `worker_binary`, reachable through `stub`.
 
     Use it as a context manager, or call `stop()`; it is also stopped at
@@ -97,21 +94,14 @@ class WorkerProcess:
     def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0):
         self.port = portpicker.pick_unused_port()
         self.address = f"127.0.0.1:{self.port}"
-        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by _stop)
-            mode="w+b", prefix=f"tff_worker_{self.port}_", suffix=".log"
+        super().__init__(
+            [
+                worker_binary_path(),
+                f"--port={self.port}",
+                f"--max_concurrent_computation_calls={max_concurrent_computation_calls}",
+            ],
+            description="TFF worker",
         )
-        args = [
-            worker_binary_path(),
-            f"--port={self.port}",
-            f"--max_concurrent_computation_calls={max_concurrent_computation_calls}",
-        ]
-        setpriv = shutil.which("setpriv")
-        if setpriv:  # util-linux: the kernel sends SIGTERM if we die first.
-            args = [setpriv, "--pdeathsig", "TERM", "--", *args]
-        self._process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        self._finalizer = weakref.finalize(self, _stop, self._process, self._log)
         self._channel = grpc.insecure_channel(self.address, _GRPC_OPTIONS)
         try:
             self._wait_until_ready(startup_timeout)
@@ -120,11 +110,12 @@ class WorkerProcess:
             raise
         from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
 
-        self.stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(self._channel)
+        self.stub = _CountingStub(remote_executor_grpc_stub.RemoteExecutorGrpcStub(self._channel))
 
     @property
-    def pid(self) -> int:
-        return self._process.pid
+    def client_value_bytes(self) -> int:
+        """Bytes of CLIENTS-placed values (client data or its references) sent so far."""
+        return self.stub.client_value_bytes
 
     def _wait_until_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -138,43 +129,19 @@ class WorkerProcess:
                 if time.monotonic() > deadline:
                     ready.cancel()
                     raise TimeoutError(
-                        f"TFF worker (pid {self.pid}) did not answer on {self.address} "
-                        f"within {timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
+                        f"{self} did not answer on {self.address} within {timeout:.0f} s. "
+                        f"Its log ends with:\n{self.log_tail()}"
                     ) from None
 
-    def log_tail(self, lines: int = 15) -> str:
-        """Returns the last `lines` lines the worker wrote."""
-        if self._log.closed:
-            return "(log closed)"
-        self._log.flush()
-        with open(self._log.name, "rb") as f:
-            text = f.read().decode("utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
-
-    def is_running(self) -> bool:
-        return self._process.poll() is None
-
-    def check_alive(self) -> None:
-        """Raises RuntimeError, with the worker's last log lines, if it has exited."""
-        code = self._process.poll()
-        if code is not None:
-            raise RuntimeError(
-                f"TFF worker (pid {self.pid}, {self.address}) is not running: it exited "
-                f"with code {code}. Create a new execution context to start another. "
-                f"Its log ends with:\n{self.log_tail()}"
-            )
-
     def stop(self) -> None:
-        """Stops the worker and waits for it to exit. Safe to call twice."""
-        if self._finalizer.alive:
-            _close_channel(self._channel)
-        self._finalizer()
+        try:
+            if self._finalizer.alive and hasattr(self, "_channel"):
+                _close_channel(self._channel)
+        finally:
+            super().stop()
 
-    def __enter__(self) -> WorkerProcess:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+    def __str__(self) -> str:
+        return f"TFF worker (pid {self.pid}, {self.address})"
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"

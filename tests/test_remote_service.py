@@ -1,0 +1,242 @@
+"""The data service, the HTTP backend, and worker-side loading, including what goes wrong."""
+
+import asyncio
+import collections
+import io
+import json
+import os
+import signal
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+from tensorflow_federated.proto.v0 import computation_pb2 as pb
+
+from tests.conftest import worker_pids
+from tests.test_backends import MALFORMED
+from tutorial_helpers import data, remote_data
+from tutorial_helpers.data_service import DataService
+from tutorial_helpers.http_backend import HttpDataBackend
+from tutorial_helpers.multi_worker import create_multi_worker_context, worker_side_process
+from tutorial_helpers.sample import TRAIN, client_arrays
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read(), response.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def materialize(backend, uri):
+    return asyncio.run(backend.materialize(pb.Data(uri=uri), None))
+
+
+@pytest.fixture(scope="module")
+def service():
+    with DataService() as svc:
+        yield svc
+
+
+def test_service_runs_in_its_own_process_and_serves_every_client(service):
+    assert service.pid != os.getpid() and service.pid in worker_pids()
+    status, body, _ = get(f"{service.url}/clients")
+    listing = json.loads(body)
+    assert status == 200 and listing["num_clients"] == 99
+    assert listing["client_ids"] == sorted(listing["client_ids"])
+    status, body, headers = get(f"{service.url}/clients/3")
+    assert status == 200 and headers["X-Client-Id"] == listing["client_ids"][3]
+    expected = client_arrays(TRAIN)[listing["client_ids"][3]]
+    with np.load(io.BytesIO(body)) as arrays:
+        np.testing.assert_array_equal(arrays["pixels"], expected["pixels"])
+        np.testing.assert_array_equal(arrays["label"], expected["label"])
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [("/clients/99", 404, "no client 99"), ("/clients/abc", 400, "malformed client index"),
+     ("/clients/-1", 400, "malformed"), ("/clients/../etc/passwd", 400, "malformed"),
+     ("/nothing", 404, "no such endpoint")],
+)
+def test_service_answers_bad_requests_with_clear_errors(service, path, status, message):
+    got_status, body, _ = get(service.url + path)
+    assert got_status == status and message in json.loads(body)["error"]
+
+
+def test_http_backend_gives_the_same_data_as_tffs_loader(service, emnist):
+    train, _ = emnist
+    backend = HttpDataBackend(service.url)
+    for index in (0, 42, 98):
+        fetched = list(materialize(backend, f"uri://{index}").as_numpy_iterator())
+        loaded = list(data.client_dataset(train, index).as_numpy_iterator())
+        assert len(fetched) == len(loaded)
+        for a, b in zip(fetched, loaded, strict=True):
+            np.testing.assert_array_equal(a["x"], b["x"])
+            np.testing.assert_array_equal(a["y"], b["y"])
+    assert backend.requests == 3 and backend.retries == 0 and backend.bytes_received > 0
+
+
+def test_fetches_are_concurrent_up_to_the_bound():
+    with DataService(latency=0.2) as svc:
+        unbounded = HttpDataBackend(svc.url, max_concurrency=16)
+        bounded = HttpDataBackend(svc.url, max_concurrency=3)
+
+        async def fetch_all(backend):
+            await asyncio.gather(*(backend.fetch(f"uri://{i}") for i in range(12)))
+
+        asyncio.run(fetch_all(unbounded))
+        asyncio.run(fetch_all(bounded))
+    assert unbounded.max_in_flight == 12
+    assert bounded.max_in_flight == 3
+
+
+def test_transient_failures_are_retried_and_the_data_arrives_intact():
+    with DataService(failure_rate=0.3, seed=0) as svc:
+        backend = HttpDataBackend(svc.url, attempts=6, backoff=0.01)
+
+        async def fetch_all():
+            return await asyncio.gather(*(backend.fetch(f"uri://{i}") for i in range(20)))
+
+        bodies = asyncio.run(fetch_all())
+    assert backend.retries > 0
+    assert backend.requests == 20 + backend.retries
+    assert all(len(body) > 0 for body in bodies)
+
+
+def test_a_client_the_service_does_not_have_is_an_error_without_retries(service):
+    backend = HttpDataBackend(service.url, attempts=5)
+    with pytest.raises(LookupError, match=r"has no data for 'uri://500'.*no client 500"):
+        materialize(backend, "uri://500")
+    assert backend.requests == 1
+
+
+@pytest.mark.parametrize("uri", MALFORMED)
+def test_malformed_uris_are_rejected_by_name_before_any_request(service, uri):
+    backend = HttpDataBackend(service.url)
+    with pytest.raises(ValueError) as raised:
+        materialize(backend, uri)
+    assert repr(uri) in str(raised.value)
+    assert backend.requests == 0
+
+
+def test_a_service_that_is_down_is_a_clear_error():
+    with DataService() as svc:
+        url = svc.url
+    backend = HttpDataBackend(url, attempts=3, backoff=0.01)
+    with pytest.raises(ConnectionError, match=rf"Could not fetch 'uri://1' from the data service at {url}: 3 attempts failed.*Is the service running"):
+        materialize(backend, "uri://1")
+
+
+def test_a_service_that_does_not_answer_times_out():
+    with DataService(latency=5.0) as svc:
+        backend = HttpDataBackend(svc.url, timeout=0.3, attempts=2, backoff=0.01)
+        with pytest.raises(ConnectionError, match=r"no answer within 0.3 s"):
+            materialize(backend, "uri://1")
+
+
+def test_bad_service_settings_are_rejected():
+    with pytest.raises(ValueError, match="failure_rate within"):
+        DataService(failure_rate=1.5)
+    with pytest.raises(ValueError, match="max_concurrency=0"):
+        HttpDataBackend("http://127.0.0.1:1", max_concurrency=0)
+
+
+def model_fn_for(example):
+    def model_fn():
+        model = tf.keras.models.Sequential(
+            [tf.keras.layers.InputLayer(input_shape=(784,)),
+             tf.keras.layers.Dense(10, kernel_initializer="zeros"), tf.keras.layers.Softmax()]
+        )
+        return tff.learning.models.from_keras_model(
+            model, input_spec=example.element_spec,
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+        )
+
+    return model_fn
+
+
+@pytest.fixture(scope="module")
+def fedavg(emnist):
+    train, _ = emnist
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn_for(data.client_dataset(train, 0)),
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.02),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=1.0),
+    )
+
+
+DATASET_TYPE = tff.SequenceType(
+    tff.types.StructWithPythonType(
+        [("x", tff.TensorType(np.float32, [1, 784])), ("y", tff.TensorType(np.int32, [1, 1]))],
+        collections.OrderedDict,
+    )
+)
+
+
+@pytest.mark.timeout(120)
+def test_the_service_killed_in_the_middle_of_a_round_is_a_clear_error(fedavg):
+    with DataService(latency=0.5) as svc:
+        backend = HttpDataBackend(svc.url, timeout=2.0, attempts=3, backoff=0.05)
+        handle = tff.framework.CreateDataDescriptor([f"uri://{i}" for i in range(5)], DATASET_TYPE)
+        with remote_data.create_execution_context(backend) as ctx:
+            state = fedavg.initialize()
+
+            def kill_when_fetching():
+                while backend.requests == 0:  # The round has reached the backend.
+                    threading.Event().wait(0.01)
+                os.kill(svc.pid, signal.SIGKILL)
+
+            killer = threading.Thread(target=kill_when_fetching, daemon=True)
+            killer.start()
+            with pytest.raises(RuntimeError) as raised:
+                fedavg.next(state, handle)
+            killer.join()
+            worker = ctx.worker.pid
+    message = str(raised.value)
+    assert "HttpDataBackend.materialize failed for URI 'uri://" in message
+    assert "Is the service running?" in message
+    assert not worker_pids() & {svc.pid, worker}
+
+
+@pytest.mark.slow
+def test_worker_side_loading_sends_only_client_ids(emnist, fedavg):
+    train, _ = emnist
+    process = worker_side_process(train, fedavg)
+    assert str(process.next.type_signature.parameter[1]) == "{str}@CLIENTS"
+    ids = train.client_ids[:5]
+    with create_multi_worker_context(2) as ctx:
+        state = process.initialize()
+        result = process.next(state, ids)
+        sent = ctx.client_value_bytes
+        pids = [w.pid for w in ctx.workers]
+    assert result.metrics["client_work"]["train"]["num_examples"] == 2880
+    # Five ids of about ten characters, in two messages: bytes, not images.
+    assert 0 < sent < 500
+    assert not worker_pids() & set(pids)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_of_several_gives_a_clear_error(emnist, fedavg):
+    train, _ = emnist
+    process = worker_side_process(train, fedavg)
+    with create_multi_worker_context(2) as ctx:
+        state = process.initialize()
+        os.kill(ctx.workers[1].pid, signal.SIGKILL)
+        ctx.workers[1]._process.wait(timeout=10)
+        with pytest.raises(RuntimeError, match=r"TFF worker \(pid \d+, 127.0.0.1:\d+\) is not running"):
+            process.next(state, train.client_ids[:4])
+        pids = [w.pid for w in ctx.workers]
+    assert not worker_pids() & set(pids)
+
+
+def test_remote_worker_addresses_that_do_not_answer_are_a_clear_error():
+    from tutorial_helpers.multi_worker import RemoteWorker
+
+    with pytest.raises(ConnectionError, match=r"No TFF worker answers at 127.0.0.1:9"):
+        RemoteWorker("127.0.0.1:9", connect_timeout=0.5)

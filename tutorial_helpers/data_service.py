@@ -1,0 +1,204 @@
+"""A data service: each client's examples over HTTP, from a separate process.
+
+This stands in for "the data lives somewhere else": a real HTTP server in its
+own process, bound to 127.0.0.1, serving the training examples of the bundled
+EMNIST sample, one client per request. For teaching, it can add latency to
+every client request and fail a share of them on purpose.
+
+Endpoints:
+
+* ``GET /health``: 200 "ok".
+* ``GET /clients``: JSON ``{"num_clients": n, "client_ids": [...]}``.
+* ``GET /clients/<index>``: the examples of client ``<index>`` (0-based,
+  sorted ids) as an ``.npz`` file with arrays ``pixels`` (uint8, 255 is the
+  background) and ``label`` (int8); headers ``X-Client-Id`` and
+  ``X-Content-SHA256`` (of the body). 404 for an index out of range, 400 for
+  a malformed one, 503 for an injected failure.
+
+Start it from Python with `DataService` (a context manager that always stops
+it), or by hand: ``python -m tutorial_helpers.data_service --port 8000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import random
+import re
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import portpicker
+
+from tutorial_helpers.processes import ManagedProcess
+
+_CLIENT_PATH = re.compile(r"/clients/(0|[1-9][0-9]{0,8})")
+
+
+def _encode(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, pixels=arrays["pixels"], label=arrays["label"])
+    return buffer.getvalue()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _DataServer
+
+    def _send(self, status: int, body: bytes, content_type: str, headers=()) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_json(self, status: int, payload) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+        server = self.server
+        if self.path == "/health":
+            return self._send(200, b"ok", "text/plain")
+        if self.path == "/clients":
+            return self._send_json(
+                200, {"num_clients": len(server.client_ids), "client_ids": server.client_ids}
+            )
+        match = _CLIENT_PATH.fullmatch(self.path)
+        if not self.path.startswith("/clients/"):
+            return self._send_json(404, {"error": f"no such endpoint: {self.path}"})
+        if match is None:
+            return self._send_json(
+                400, {"error": f"malformed client index in {self.path!r}: expected /clients/<index>"}
+            )
+        index = int(match.group(1))
+        if index >= len(server.client_ids):
+            return self._send_json(
+                404,
+                {"error": f"no client {index}: there are {len(server.client_ids)} clients, "
+                          f"0 to {len(server.client_ids) - 1}"},
+            )
+        if server.latency:
+            time.sleep(server.latency)
+        if server.should_fail(index):
+            return self._send_json(503, {"error": "injected failure (the service is flaky on purpose)"})
+        body = server.payloads[index]
+        self._send(
+            200, body, "application/octet-stream",
+            [("X-Client-Id", server.client_ids[index]),
+             ("X-Content-SHA256", hashlib.sha256(body).hexdigest())],
+        )
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 (http.server's signature)
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+class _DataServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, latency: float, failure_rate: float, seed: int):
+        from tutorial_helpers import sample
+
+        clients = sample.client_arrays(sample.TRAIN)
+        self.client_ids = list(clients)
+        self.payloads = [_encode(arrays) for arrays in clients.values()]
+        self.latency = latency
+        self.failure_rate = failure_rate
+        self.seed = seed
+        self._requests = [0] * len(self.client_ids)
+        self._lock = threading.Lock()
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    def should_fail(self, index: int) -> bool:
+        """Whether to fail this request: decided by (seed, client, how many times it was
+        asked for), so the same requests fail in every run, whatever their order."""
+        with self._lock:
+            self._requests[index] += 1
+            count = self._requests[index]
+        return random.Random(f"{self.seed}/{index}/{count}").random() < self.failure_rate
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the EMNIST sample's clients over HTTP.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each client request")
+    parser.add_argument("--failure-rate", type=float, default=0.0, help="share of client requests answered 503")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the injected failures")
+    args = parser.parse_args(argv)
+    server = _DataServer(args.port, args.latency, args.failure_rate, args.seed)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print(f"serving {len(server.client_ids)} clients on http://127.0.0.1:{args.port}", flush=True)
+    server.serve_forever()
+    server.server_close()
+
+
+class DataService(ManagedProcess):
+    """Runs the data service in a separate process; a context manager.
+
+    Args:
+      latency: seconds the service waits before answering each client
+        request, to make "remote" visible.
+      failure_rate: share of client requests answered with HTTP 503.
+      seed: seed of the injected failures: which requests fail depends only
+        on it, the client and how often that client was asked for.
+      startup_timeout: seconds to wait for the service to answer.
+
+    `url` is its base URL, e.g. "http://127.0.0.1:PORT". It is stopped on
+    `stop()`, on leaving the `with` block, at interpreter exit and when this
+    process dies.
+    """
+
+    def __init__(self, *, latency: float = 0.0, failure_rate: float = 0.0, seed: int = 0,
+                 startup_timeout: float = 30.0):
+        if latency < 0 or not 0 <= failure_rate <= 1:
+            raise ValueError(
+                f"latency must be >= 0 and failure_rate within [0, 1]; got latency={latency}, "
+                f"failure_rate={failure_rate}."
+            )
+        self.port = portpicker.pick_unused_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            [sys.executable, "-m", "tutorial_helpers.data_service", f"--port={self.port}",
+             f"--latency={latency}", f"--failure-rate={failure_rate}", f"--seed={seed}"],
+            description="data service",
+        )
+        try:
+            self._wait_until_ready(startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self} did not answer within {timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def __str__(self) -> str:
+        return f"data service (pid {self.pid}, {self.url})"
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"DataService(pid={self.pid}, url={self.url!r}, {state})"
+
+
+if __name__ == "__main__":
+    main()

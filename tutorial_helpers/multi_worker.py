@@ -1,0 +1,151 @@
+"""Several TFF workers, each loading its own clients' data.
+
+With a `DataBackend`, the controller fetches every client's data and sends it
+to the worker. TFF's answer for scale is the opposite: send each worker only
+the clients' ids, and let the worker build their datasets itself, from
+storage it can read. Client data then never passes through the controller.
+
+* `worker_side_process(client_data, process)`: wraps a learning process so
+  that `next(state, client_ids)` builds each client's dataset inside the
+  worker, with `tff.simulation.compose_dataset_computation_with_learning_process`.
+* `create_multi_worker_context(num_workers)`: starts `num_workers` TFF
+  workers on this machine (or connects to running ones on other hosts) and
+  joins them in TFF's mergeable-computation context, which splits each
+  round's clients among them and merges their partial aggregates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import grpc
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tutorial_helpers import data as kit_data
+from tutorial_helpers.remote_data import _CONTEXT_ARGS, _ClosableContext, _executor_factory
+from tutorial_helpers.worker_process import (
+    _GRPC_OPTIONS,
+    WorkerProcess,
+    _close_channel,
+    _CountingStub,
+)
+
+
+def worker_side_process(
+    client_data: tff.simulation.datasets.ClientData,
+    process: tff.learning.templates.LearningProcess,
+    preprocess_fn: Callable[[tf.data.Dataset], tf.data.Dataset] = kit_data.preprocess,
+) -> tff.learning.templates.LearningProcess:
+    """Returns `process` taking client ids: each worker builds those clients' datasets.
+
+    `client_data` must be serializable as a computation (TFF's SQLite-backed
+    `ClientData`, as `load_emnist` returns, is): what the worker runs is
+    "read client <id> from this SQLite file, then `preprocess_fn`". The file
+    must be readable by the workers at the same path.
+    """
+    dataset_computation = client_data.preprocess(preprocess_fn).dataset_computation
+    return tff.simulation.compose_dataset_computation_with_learning_process(
+        dataset_computation, process
+    )
+
+
+class RemoteWorker:
+    """A TFF worker started elsewhere (`worker_binary --port=N` on another host)."""
+
+    def __init__(self, address: str, connect_timeout: float = 10.0):
+        self.address = address
+        self.connect_timeout = connect_timeout
+        self._channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
+        from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
+
+        self.stub = _CountingStub(remote_executor_grpc_stub.RemoteExecutorGrpcStub(self._channel))
+        self.check_alive()
+
+    def check_alive(self) -> None:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise ConnectionError(
+                f"No TFF worker answers at {self.address} (waited {self.connect_timeout:g} s). "
+                "Start one there with `worker_binary --port=<port>`, reachable from this machine."
+            ) from None
+
+    @property
+    def client_value_bytes(self) -> int:
+        return self.stub.client_value_bytes
+
+    def stop(self) -> None:
+        """Disconnects; the remote worker keeps running (it is not ours to stop)."""
+        _close_channel(self._channel)
+
+    def __str__(self) -> str:
+        return f"remote TFF worker at {self.address}"
+
+
+class _MultiWorkerContext(_ClosableContext, tff.framework.MergeableCompExecutionContext):
+    _created_by = "create_multi_worker_context"
+
+    def __init__(self, workers: list, default_num_clients: int):
+        self.workers = workers
+        async_contexts = [
+            tff.framework.AsyncExecutionContext(
+                executor_fn=_executor_factory(worker, default_num_clients), **_CONTEXT_ARGS
+            )
+            for worker in workers
+        ]
+        super().__init__(
+            async_contexts=async_contexts,
+            compiler_fn=_mergeable_compiler(),
+        )
+
+    @property
+    def client_value_bytes(self) -> int:
+        """Bytes of CLIENTS-placed values the controller sent to all workers so far."""
+        return sum(worker.client_value_bytes for worker in self.workers)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<multi-worker execution context: {', '.join(map(str, self.workers))}, {state}>"
+
+
+def _mergeable_compiler():
+    from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
+
+    return mergeable_comp_compiler.compile_to_mergeable_comp_form
+
+
+def create_multi_worker_context(
+    num_workers: int = 2,
+    *,
+    addresses: Sequence[str] | None = None,
+    default_num_clients: int = 0,
+) -> _MultiWorkerContext:
+    """Returns a TFF context that spreads each round's clients over several workers.
+
+    Args:
+      num_workers: how many `worker_binary` processes to start on this
+        machine (ignored when `addresses` is given).
+      addresses: "host:port" of workers already running elsewhere, to use
+        instead of starting local ones. That is the whole difference between
+        a simulation on one machine and one over many.
+      default_num_clients: clients for computations whose arguments do not
+        tell (e.g. `initialize()`).
+
+    Use it as a context manager or call `close()`; local workers are stopped
+    then (and at exit, and if this process dies), remote ones disconnected.
+    """
+    if addresses is not None:
+        workers = [RemoteWorker(address) for address in addresses]
+    else:
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be at least 1, got {num_workers}.")
+        workers = []
+        try:
+            for _ in range(num_workers):
+                workers.append(WorkerProcess())
+        except BaseException:
+            for worker in workers:
+                worker.stop()
+            raise
+    return _MultiWorkerContext(workers, default_num_clients)
