@@ -11,7 +11,6 @@ Measures
 """
 
 import argparse
-import collections
 import os
 import resource
 import statistics
@@ -50,11 +49,9 @@ def main() -> None:
     times = import_seconds(args.import_repeats)
     print(f"import tensorflow_federated: {', '.join(f'{t:.1f}' for t in times)} s (fresh interpreters)")
 
-    import numpy as np
-    import tensorflow as tf
     import tensorflow_federated as tff
 
-    from tutorial_helpers import data, remote_data
+    from tutorial_helpers import data, model, remote_data
 
     train, _ = data.load_emnist(source="sample", verbose=False)
 
@@ -62,34 +59,9 @@ def main() -> None:
         async def materialize(self, ref, type_spec):
             return data.client_dataset(train, int(ref.uri.removeprefix("uri://")))
 
-    example = data.client_dataset(train, 0)
-
-    def model_fn():
-        model = tf.keras.models.Sequential(
-            [
-                tf.keras.layers.InputLayer(input_shape=(784,)),
-                tf.keras.layers.Dense(10, kernel_initializer="zeros"),
-                tf.keras.layers.Softmax(),
-            ]
-        )
-        return tff.learning.models.from_keras_model(
-            model,
-            input_spec=example.element_spec,
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
-        )
-
-    process = tff.learning.algorithms.build_weighted_fed_avg(
-        model_fn,
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.02),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=1.0),
-    )
-    element_type = tff.types.StructWithPythonType(
-        [("x", tff.TensorType(np.float32, [1, 784])), ("y", tff.TensorType(np.int32, [1, 1]))],
-        collections.OrderedDict,
-    )
+    process = model.build_fed_avg()
     uris = [f"uri://{i}" for i in range(args.clients)]
-    handle = tff.framework.CreateDataDescriptor(uris, tff.SequenceType(element_type))
+    handle = tff.framework.CreateDataDescriptor(uris, model.DATASET_TYPE)
 
     def direct():
         return [data.client_dataset(train, i) for i in range(args.clients)]

@@ -1,4 +1,4 @@
-"""Shared fixtures, and the check that no TFF worker outlives the test session."""
+"""Shared fixtures, and the check that no kit process outlives the test session."""
 
 import os
 import signal

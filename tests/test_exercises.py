@@ -1,6 +1,5 @@
 """The exercise checks accept the solutions and refuse the unsolved and wrong answers."""
 
-import collections
 from pathlib import Path
 
 import numpy as np
@@ -8,15 +7,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tutorial_helpers import data, exercises, remote_data
+from tutorial_helpers import data, exercises, model, remote_data
 from tutorial_helpers.backends import ClientDataBackend
 
 SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
-ELEMENT_TYPE = tff.types.StructWithPythonType(
-    [("x", tff.TensorType(np.float32, [1, 784])), ("y", tff.TensorType(np.int32, [1, 1]))],
-    collections.OrderedDict,
-)
-DATASET_TYPE = tff.types.SequenceType(ELEMENT_TYPE)
+DATASET_TYPE = model.DATASET_TYPE
 
 
 def run_solution(name, **notebook_names):
@@ -73,24 +68,7 @@ def test_label_zero(emnist, capsys):
 @pytest.mark.slow
 def test_other_clients(emnist, capsys):
     train, _ = emnist
-    example = data.client_dataset(train, 0)
-
-    def model_fn():
-        model = tf.keras.models.Sequential(
-            [tf.keras.layers.InputLayer(input_shape=(784,)),
-             tf.keras.layers.Dense(10, kernel_initializer="zeros"), tf.keras.layers.Softmax()]
-        )
-        return tff.learning.models.from_keras_model(
-            model, input_spec=example.element_spec,
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
-        )
-
-    process = tff.learning.algorithms.build_weighted_fed_avg(
-        model_fn,
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.02),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=1.0),
-    )
+    process = model.build_fed_avg()
     with remote_data.create_execution_context(ClientDataBackend(train)):
         namespace = run_solution(
             "04_other_clients.py", tff=tff, iterative_process=process, dataset_type=DATASET_TYPE

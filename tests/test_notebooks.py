@@ -16,6 +16,7 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 WALKTHROUGH = ["01_preprocessing", "02_data_backend", "03_execution_context", "04_training"]
+BEYOND = ["05_remote_data_service", "06_worker_side_loading"]
 
 
 def load(path):
@@ -28,7 +29,7 @@ def source(cell):
 
 def test_all_notebooks_are_there():
     names = {p.stem for p in PATHS}
-    assert set(WALKTHROUGH) | {"loading_remote_data"} <= names
+    assert set(WALKTHROUGH) | set(BEYOND) | {"loading_remote_data"} <= names
 
 
 def test_notebooks_are_formatted_with_nbfmt():

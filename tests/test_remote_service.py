@@ -1,7 +1,6 @@
 """The data service, the HTTP backend, and worker-side loading, including what goes wrong."""
 
 import asyncio
-import collections
 import io
 import json
 import os
@@ -12,13 +11,12 @@ import urllib.request
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import computation_pb2 as pb
 
 from tests.conftest import worker_pids
 from tests.test_backends import MALFORMED
-from tutorial_helpers import data, remote_data
+from tutorial_helpers import data, model, remote_data
 from tutorial_helpers.data_service import DataService
 from tutorial_helpers.http_backend import HttpDataBackend
 from tutorial_helpers.multi_worker import create_multi_worker_context, worker_side_process
@@ -146,37 +144,12 @@ def test_bad_service_settings_are_rejected():
         HttpDataBackend("http://127.0.0.1:1", max_concurrency=0)
 
 
-def model_fn_for(example):
-    def model_fn():
-        model = tf.keras.models.Sequential(
-            [tf.keras.layers.InputLayer(input_shape=(784,)),
-             tf.keras.layers.Dense(10, kernel_initializer="zeros"), tf.keras.layers.Softmax()]
-        )
-        return tff.learning.models.from_keras_model(
-            model, input_spec=example.element_spec,
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
-        )
-
-    return model_fn
-
-
 @pytest.fixture(scope="module")
-def fedavg(emnist):
-    train, _ = emnist
-    return tff.learning.algorithms.build_weighted_fed_avg(
-        model_fn_for(data.client_dataset(train, 0)),
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.02),
-        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=1.0),
-    )
+def fedavg():
+    return model.build_fed_avg()
 
 
-DATASET_TYPE = tff.SequenceType(
-    tff.types.StructWithPythonType(
-        [("x", tff.TensorType(np.float32, [1, 784])), ("y", tff.TensorType(np.int32, [1, 1]))],
-        collections.OrderedDict,
-    )
-)
+DATASET_TYPE = model.DATASET_TYPE
 
 
 @pytest.mark.timeout(120)

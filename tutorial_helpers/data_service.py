@@ -103,6 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _DataServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 makes a burst of concurrent clients
+    # wait for TCP's 1 s SYN retransmission; a round may open many at once.
+    request_queue_size = 128
 
     def __init__(self, port: int, latency: float, failure_rate: float, seed: int):
         from tutorial_helpers import sample
