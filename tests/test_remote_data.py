@@ -189,6 +189,22 @@ def test_a_failing_materialize_names_the_uri_and_backend_and_the_context_survive
     assert pid not in worker_pids()
 
 
+class AllFailBackend(remote_data.DataBackend):
+    async def materialize(self, data, type_spec):
+        await asyncio.sleep(0)
+        raise ConnectionError(f"no service for {data.uri}")
+
+
+def test_when_every_client_fails_one_error_is_raised_and_none_is_left_unretrieved(caplog):
+    import gc
+
+    with remote_data.create_execution_context(AllFailBackend()):
+        with pytest.raises(RuntimeError, match="'uri://0'"):
+            count_per_client(descriptor(f"uri://{i}" for i in range(5)))
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
 class WrongTypeBackend(remote_data.DataBackend):
     async def materialize(self, data, type_spec):
         return tf.data.Dataset.from_tensor_slices(np.zeros([3, 2], np.float32))

@@ -148,9 +148,12 @@ class DataExecutor(executor_base.Executor):
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        for task in tasks.values():  # The first failed, in URI order.
-            if task in done and task.exception() is not None:
-                raise task.exception()
+        # Retrieve every failure (asyncio logs unretrieved ones as errors),
+        # then raise the first in URI order.
+        failures = [task.exception() for task in tasks.values() if task in done]
+        for failure in failures:
+            if failure is not None:
+                raise failure
         return [tasks[i].result() if i in tasks else item for i, item in enumerate(items)]
 
     async def create_value(self, value, type_spec=None):
