@@ -50,12 +50,9 @@ def _example_proto(pixels: np.ndarray, label: int) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-def _write_sample_sqlite(npz_path: Path, target: Path) -> None:
-    """Writes the sample in the SQLite format of TFF's EMNIST loader, atomically."""
-    arrays = np.load(npz_path)  # Verified by sample.sample_path().
-    pixels = arrays["pixels"].astype(np.float32) / 255.0  # TFF: 1.0 is background.
-    writer_ids = arrays["writer_ids"]
-    order = np.lexsort((arrays["split"], writer_ids[arrays["writer"]]))
+def _write_sample_sqlite(target: Path) -> None:
+    """Writes the bundled sample in the SQLite format of TFF's EMNIST loader, atomically."""
+    splits = {name: sample.client_arrays(split) for split, name in _SPLITS.items()}
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".emnist_sample_", suffix=".sqlite")
     os.close(fd)
@@ -72,12 +69,12 @@ def _write_sample_sqlite(npz_path: Path, target: Path) -> None:
             db.executemany(
                 "INSERT INTO examples VALUES (?, ?, ?)",
                 (
-                    (
-                        _SPLITS[int(arrays["split"][i])],
-                        str(writer_ids[arrays["writer"][i]]),
-                        _example_proto(pixels[i], arrays["label"][i]),
+                    (split_name, client_id, _example_proto(pixels, label))
+                    for split_name, clients in splits.items()
+                    for client_id, arrays in clients.items()
+                    for pixels, label in zip(
+                        sample.to_tff_pixels(arrays["pixels"]), arrays["label"], strict=True
                     )
-                    for i in order
                 ),
             )
             db.execute(
@@ -113,7 +110,7 @@ def prepare_sample(cache_dir: str | os.PathLike | None = None) -> Path:
     directory = Path(cache_dir or default_cache_dir()) / "femnist_sample"
     target = directory / _SQLITE_NAME
     if not _sample_sqlite_is_valid(target):
-        _write_sample_sqlite(sample.sample_path(), target)
+        _write_sample_sqlite(target)
     return directory
 
 

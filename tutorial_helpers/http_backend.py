@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tutorial_helpers import data as kit_data
+from tutorial_helpers import sample
 from tutorial_helpers.backends import parse_client_uri
 from tutorial_helpers.remote_data import DataBackend
 
@@ -139,6 +140,6 @@ class HttpDataBackend(DataBackend):
         with np.load(io.BytesIO(body)) as arrays:
             examples = {
                 "label": arrays["label"].astype(np.int32),
-                "pixels": arrays["pixels"].astype(np.float32) / 255.0,  # As TFF's loader gives them.
+                "pixels": sample.to_tff_pixels(arrays["pixels"]),  # As TFF's loader gives them.
             }
         return self.preprocess_fn(tf.data.Dataset.from_tensor_slices(examples))

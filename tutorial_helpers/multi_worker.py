@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import grpc
 import tensorflow as tf
 import tensorflow_federated as tff
+from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 
 from tutorial_helpers import data as kit_data
 from tutorial_helpers.remote_data import _CONTEXT_ARGS, _ClosableContext, _executor_factory
@@ -96,7 +97,7 @@ class _MultiWorkerContext(_ClosableContext, tff.framework.MergeableCompExecution
         ]
         super().__init__(
             async_contexts=async_contexts,
-            compiler_fn=_mergeable_compiler(),
+            compiler_fn=mergeable_comp_compiler.compile_to_mergeable_comp_form,
         )
 
     @property
@@ -107,12 +108,6 @@ class _MultiWorkerContext(_ClosableContext, tff.framework.MergeableCompExecution
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<multi-worker execution context: {', '.join(map(str, self.workers))}, {state}>"
-
-
-def _mergeable_compiler():
-    from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
-
-    return mergeable_comp_compiler.compile_to_mergeable_comp_form
 
 
 def create_multi_worker_context(

@@ -41,6 +41,11 @@ def sample_path() -> Path:
     return path
 
 
+def to_tff_pixels(pixels: np.ndarray) -> np.ndarray:
+    """Stored uint8 pixels as TFF's EMNIST gives them: float32 in [0, 1], 1.0 the background."""
+    return pixels.astype(np.float32) / 255.0
+
+
 def client_arrays(split: int = TRAIN) -> dict[str, dict[str, np.ndarray]]:
     """Each writer's examples of `split`, by writer id, in sorted id order.
 
