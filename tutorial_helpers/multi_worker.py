@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 import grpc
 import tensorflow as tf
 import tensorflow_federated as tff
-from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 
 from tutorial_helpers import data as kit_data
 from tutorial_helpers.remote_data import _CONTEXT_ARGS, _ClosableContext, _executor_factory
@@ -58,9 +57,7 @@ class RemoteWorker:
         self.address = address
         self.connect_timeout = connect_timeout
         self._channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
-        from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
-
-        self.stub = _CountingStub(remote_executor_grpc_stub.RemoteExecutorGrpcStub(self._channel))
+        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(self._channel))
         self.check_alive()
 
     def check_alive(self) -> None:
@@ -97,7 +94,7 @@ class _MultiWorkerContext(_ClosableContext, tff.framework.MergeableCompExecution
         ]
         super().__init__(
             async_contexts=async_contexts,
-            compiler_fn=mergeable_comp_compiler.compile_to_mergeable_comp_form,
+            compiler_fn=tff.backends.native.compile_to_mergeable_comp_form,
         )
 
     @property
@@ -115,6 +112,7 @@ def create_multi_worker_context(
     *,
     addresses: Sequence[str] | None = None,
     default_num_clients: int = 0,
+    private_network: bool | None = None,
 ) -> _MultiWorkerContext:
     """Returns a TFF context that spreads each round's clients over several workers.
 
@@ -126,6 +124,7 @@ def create_multi_worker_context(
         a simulation on one machine and one over many.
       default_num_clients: clients for computations whose arguments do not
         tell (e.g. `initialize()`).
+      private_network: for local workers, as in `create_execution_context`.
 
     Use it as a context manager or call `close()`; local workers are stopped
     then (and at exit, and if this process dies), remote ones disconnected.
@@ -138,7 +137,7 @@ def create_multi_worker_context(
         workers = []
         try:
             for _ in range(num_workers):
-                workers.append(WorkerProcess())
+                workers.append(WorkerProcess(private_network=private_network))
         except BaseException:
             for worker in workers:
                 worker.stop()

@@ -1,33 +1,98 @@
 """Child processes the kit starts and always stops.
 
 Every process the kit starts (TFF workers, data services) is a
-`ManagedProcess`: its output goes to a log file, shown in errors when it
-fails, and it is stopped on `stop()`, on leaving a `with` block, at
-interpreter exit and, on Linux, when the parent process dies even by SIGKILL
-(`setpriv --pdeathsig`), so a killed Jupyter kernel leaves nothing behind.
-The kernel delivers that signal when the *thread* that started the child
-ends, so start processes from a long-lived thread, such as the main one.
+`ManagedProcess`. Its output goes to a log file, shown in errors when it
+fails. It is stopped on `stop()`, on leaving a `with` block and at
+interpreter exit, and on Linux also when the parent process dies, even by
+SIGKILL, so a killed Jupyter kernel leaves nothing behind (the launcher
+asks the kernel for that: see `tutorial_helpers.launcher`). The kernel
+sends that signal when the *thread* that started the child ends, so start
+processes from a long-lived thread, such as the main one.
+
+Each child runs in a session of its own. Jupyter's "interrupt" sends SIGINT
+to the kernel's whole process group; a child outside that group keeps
+running, so an interrupted cell does not take the workers down with it.
+
+A child can also be *contained* (`private_network=True`): it then runs in a
+network namespace of its own, reachable only through a Unix socket in a
+directory only this user can open (see `tutorial_helpers.launcher`).
+`private_network_status()` tells whether this machine allows that.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import warnings
 import weakref
 
 
-def _stop(process: subprocess.Popen, log_file) -> None:
-    """Stops `process` (SIGTERM, then SIGKILL after 5 s) and closes its log."""
+def _stop(process: subprocess.Popen, log_file, socket_dir: str | None) -> None:
+    """Stops `process` and its group (SIGTERM, then SIGKILL after 5 s); cleans up."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        _signal_group(process, signal.SIGTERM)
         try:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal_group(process, signal.SIGKILL)
             process.wait()
     log_file.close()
+    if socket_dir is not None:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)  # The launcher leads its own process group.
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@functools.cache
+def private_network_status() -> tuple[bool, str]:
+    """Whether this machine lets the kit put a process in a private network.
+
+    Returns (True, "") or (False, the reason). Checked once per process, by
+    trying it in a short-lived child.
+    """
+    if not sys.platform.startswith("linux"):
+        return False, f"network namespaces are a Linux feature; this is {sys.platform}"
+    probe = subprocess.run(
+        [sys.executable, "-m", "tutorial_helpers.launcher", "--probe"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    if probe.returncode == 0:
+        return True, ""
+    reason = (probe.stdout + probe.stderr).strip().splitlines()
+    return False, reason[-1] if reason else f"the probe exited with code {probe.returncode}"
+
+
+@functools.cache
+def _warn_uncontained(reason: str) -> None:
+    warnings.warn(
+        "TFF workers will listen on every network interface of this machine, as TFF's own do: "
+        f"this system does not allow a private network namespace ({reason}). Anyone who can "
+        "reach this machine's ports could then send a worker computations. Use a trusted network "
+        "(or none); see README.md, 'Processes'.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+@functools.cache
+def _warn_no_parent_death_signal() -> None:
+    warnings.warn(
+        f"On {sys.platform}, the kit cannot have the system stop its processes when this one "
+        "is killed: a killed kernel may leave TFF workers running. They are still stopped on "
+        "close() and at a normal exit.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 class ManagedProcess:
@@ -36,20 +101,33 @@ class ManagedProcess:
     Args:
       args: the command line.
       description: how errors name it, e.g. "TFF worker".
+      private_network: contain the child in a network namespace of its own;
+        it must then listen on `inner_port`, and is reached through the Unix
+        socket `socket_path`. Needs `private_network_status()[0]`.
+      inner_port: the port the contained child listens on.
     """
 
-    def __init__(self, args: list[str], description: str):
+    socket_path: str | None = None
+
+    def __init__(self, args: list[str], description: str, *, private_network: bool = False,
+                 inner_port: int | None = None):
         self.description = description
+        if not sys.platform.startswith("linux"):
+            _warn_no_parent_death_signal()
+        launcher = [sys.executable, "-m", "tutorial_helpers.launcher", f"--parent={os.getpid()}"]
+        socket_dir = None
+        if private_network:
+            socket_dir = tempfile.mkdtemp(prefix="tff-kit-")  # Mode 0700: only this user.
+            self.socket_path = os.path.join(socket_dir, "socket")
+            launcher += [f"--socket={self.socket_path}", f"--port={inner_port}"]
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by _stop)
             mode="w+b", prefix=description.replace(" ", "_") + "_", suffix=".log"
         )
-        setpriv = shutil.which("setpriv")
-        if setpriv:  # util-linux: the kernel sends SIGTERM if we die first.
-            args = [setpriv, "--pdeathsig", "TERM", "--", *args]
         self._process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            [*launcher, "--", *args], stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
-        self._finalizer = weakref.finalize(self, _stop, self._process, self._log)
+        self._finalizer = weakref.finalize(self, _stop, self._process, self._log, socket_dir)
 
     @property
     def pid(self) -> int:

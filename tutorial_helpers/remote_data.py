@@ -33,8 +33,17 @@ from typing import Any
 
 import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import computation_pb2 as pb
+
+# TFF's sync contexts run on this event-loop thread; after an interrupt the kit gives them a new one.
+from tensorflow_federated.python.common_libs import async_utils
+
+# TFF 0.87 exports no name for the executor interface, which DataExecutor implements
+# and ResourceManagingExecutorFactory expects.
 from tensorflow_federated.python.core.impl.executors import executor_base
-from tensorflow_federated.python.core.impl.types import type_conversions, type_serialization
+
+# TFF 0.87 exports no function that infers the TFF type of a value holding
+# tf.data.Datasets; its own executors use this one.
+from tensorflow_federated.python.core.impl.types import type_conversions
 
 from tutorial_helpers.worker_process import WorkerProcess
 
@@ -108,7 +117,7 @@ class DataExecutor(executor_base.Executor):
 
     async def _materialize(self, comp: pb.Computation, type_spec: tff.Type | None) -> Any:
         if type_spec is None:
-            type_spec = type_serialization.deserialize_type(comp.type)
+            type_spec = tff.types.deserialize_type(comp.type)
         uri = comp.data.uri
         backend_name = type(self._backend).__name__
         try:
@@ -134,7 +143,11 @@ class DataExecutor(executor_base.Executor):
     async def _materialize_all(self, items: list[Any], member_type: tff.Type) -> list[Any]:
         """Materializes the data references among `items` concurrently.
 
-        The first failure cancels the fetches still running and is raised.
+        Returns `items` with each reference replaced by its payload. The first
+        failure cancels the fetches still running and, once all have ended, the
+        earliest failure in URI order is raised. If the caller is cancelled,
+        every fetch is cancelled too, and the CancelledError propagates only
+        after all of them have ended: no fetch outlives this call.
         """
         tasks = {
             i: asyncio.ensure_future(self._materialize(item, member_type))
@@ -143,17 +156,20 @@ class DataExecutor(executor_base.Executor):
         }
         if not tasks:
             return items
-        done, pending = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        # Retrieve every failure (asyncio logs unretrieved ones as errors),
-        # then raise the first in URI order.
-        failures = [task.exception() for task in tasks.values() if task in done]
-        for failure in failures:
-            if failure is not None:
-                raise failure
+        try:
+            done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            # After a failure, or when the caller is cancelled: stop the fetches
+            # still running (cancel() does nothing to one that has ended) and wait
+            # for all of them, retrieving their exceptions so asyncio logs none.
+            # Should the caller be cancelled again meanwhile, gather() passes that
+            # on to the fetches and still raises only after every one has ended.
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for task in tasks.values():  # In URI order.
+            if task in done and (task.cancelled() or task.exception() is not None):
+                task.result()  # Raises what the fetch raised.
         return [tasks[i].result() if i in tasks else item for i, item in enumerate(items)]
 
     async def create_value(self, value, type_spec=None):
@@ -203,6 +219,18 @@ _CONTEXT_ARGS = dict(
 )
 
 
+_abandoned_runners: list = []
+
+
+async def _cancel_the_rest_and_stop() -> None:
+    """Cancels every other task of the running loop, waits for them, stops the loop."""
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    asyncio.get_running_loop().stop()
+
+
 class _ClosableContext:
     """What the kit's contexts add to TFF's: `close()`, and use in a `with` block.
 
@@ -224,7 +252,26 @@ class _ClosableContext:
                 f"This execution context is closed and its TFF {stopped} stopped. Create a new "
                 f"one with {self._created_by}(...) and make it the default context again."
             )
-        return super().invoke(comp, arg)
+        try:
+            return super().invoke(comp, arg)
+        except KeyboardInterrupt:  # Jupyter's "interrupt", or Ctrl-C.
+            self._abandon_interrupted_call()
+            raise
+
+    def _abandon_interrupted_call(self) -> None:
+        """Lets the next call run at once, on a new event loop.
+
+        TFF's contexts run each call on an event loop in a thread of their
+        own, and TFF's `RemoteExecutor` calls the worker with blocking gRPC
+        calls, so an interrupted call keeps that loop busy until the worker
+        answers. The next call gets a fresh loop instead; the old one cancels
+        what is left of the interrupted call as soon as it is free, then ends.
+        """
+        old = self._async_runner  # TFF's sync contexts have no public way to replace it.
+        self._async_runner = async_utils.AsyncThreadRunner()
+        asyncio.run_coroutine_threadsafe(_cancel_the_rest_and_stop(), old._event_loop)
+        # Keep it referenced until its thread ends: its __del__ joins that thread.
+        _abandoned_runners[:] = [r for r in _abandoned_runners if r._thread.is_alive()] + [old]
 
     def close(self) -> None:
         """Stops the workers. Further computations in this context raise RuntimeError."""
@@ -273,12 +320,14 @@ def create_execution_context(
     default_num_clients: int = 0,
     max_concurrent_computation_calls: int = -1,
     startup_timeout: float = 60.0,
+    private_network: bool | None = None,
 ) -> _WorkerExecutionContext:
     """Returns a TFF execution context that resolves data URIs with `data_backend`.
 
-    It starts one TFF `worker_binary` on a free local port and waits until it
-    answers. Computations run there; data references in their arguments are
-    materialized by `data_backend` on the way in.
+    It starts one TFF `worker_binary`, reachable only by this user where the
+    system allows it, and waits until it answers. Computations run there;
+    data references in their arguments are materialized by `data_backend` on
+    the way in.
 
     Make it the default context with `tff.framework.set_default_context(ctx)`
     and call `ctx.close()` when done, or use it as a context manager, which
@@ -292,11 +341,15 @@ def create_execution_context(
       max_concurrent_computation_calls: the worker's limit on concurrent
         calls; nonpositive means none.
       startup_timeout: seconds to wait for the worker to start.
+      private_network: whether to contain the worker in a network of its
+        own (see `tutorial_helpers.worker_process.WorkerProcess`): None, the
+        default, contains it where the system allows and warns where not.
     """
     _check_backend(data_backend)
     worker = WorkerProcess(
         max_concurrent_computation_calls=max_concurrent_computation_calls,
         startup_timeout=startup_timeout,
+        private_network=private_network,
     )
     try:
         return _WorkerExecutionContext(data_backend, worker, default_num_clients)

@@ -7,9 +7,21 @@ controller talks to one or many of them, on this machine or on others.
 TFF's own local context starts the worker lazily, lets it share the parent's
 stdout and stops it only when Python garbage-collects the context. A pipe
 reader (CI, nbval, `python script.py | tail`) can then wait forever on a
-worker nobody stops. `WorkerProcess` instead starts it eagerly on a free port
-of 127.0.0.1, waits a bounded time until it answers, and stops it as every
-`ManagedProcess` is stopped (see `tutorial_helpers.processes`).
+worker nobody stops. `WorkerProcess` instead starts it eagerly, waits a
+bounded time until it answers, and stops it as every `ManagedProcess` is
+stopped (see `tutorial_helpers.processes`).
+
+What a worker exposes: `worker_binary` listens on *every* network interface
+(it binds ``[::]:PORT``; it has no flag for the address) and has no
+authentication: whoever reaches the port can make it run any TensorFlow
+graph, file reads and writes included, as the user who started it. So, where
+Linux allows it, `WorkerProcess` contains it in a network namespace of its
+own whose only interface is a private loopback, and the controller reaches
+it through a Unix socket in a directory only the user can open (`address`
+is then ``unix:/tmp/tff-kit-.../socket``). Where that is not allowed (some
+containers forbid namespaces), the kit warns once and the worker listens as
+TFF's own do; `address` is then ``127.0.0.1:PORT``, but other machines can
+reach that port too.
 """
 
 from __future__ import annotations
@@ -19,8 +31,12 @@ import time
 
 import grpc
 import portpicker
+import tensorflow_federated as tff
 
-from tutorial_helpers.processes import ManagedProcess
+from tutorial_helpers.processes import ManagedProcess, _warn_uncontained, private_network_status
+
+# The port a contained worker listens on: any will do, the namespace is its own.
+_CONTAINED_PORT = 8000
 
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
 _GRPC_OPTIONS = [
@@ -89,28 +105,38 @@ class WorkerProcess(ManagedProcess):
       max_concurrent_computation_calls: passed to the worker; nonpositive
         means no limit.
       startup_timeout: seconds to wait for the worker to answer.
+      private_network: True to require containment (RuntimeError where the
+        system forbids it), False to listen on every interface as TFF's own
+        workers do, None (the default) to contain it where possible and warn
+        once where not.
     """
 
-    def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0):
-        self.port = portpicker.pick_unused_port()
-        self.address = f"127.0.0.1:{self.port}"
-        super().__init__(
-            [
-                worker_binary_path(),
-                f"--port={self.port}",
-                f"--max_concurrent_computation_calls={max_concurrent_computation_calls}",
-            ],
-            description="TFF worker",
-        )
-        self._channel = grpc.insecure_channel(self.address, _GRPC_OPTIONS)
+    def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0,
+                 private_network: bool | None = None):
+        possible, reason = private_network_status() if private_network is not False else (False, "")
+        if private_network and not possible:
+            raise RuntimeError(
+                f"private_network=True, but this system does not allow a private network "
+                f"namespace: {reason}. Pass private_network=None to run the worker uncontained."
+            )
+        if private_network is None and not possible:
+            _warn_uncontained(reason)
+        self.contained = possible
+        self.port = _CONTAINED_PORT if possible else portpicker.pick_unused_port()
+        args = [
+            worker_binary_path(),
+            f"--port={self.port}",
+            f"--max_concurrent_computation_calls={max_concurrent_computation_calls}",
+        ]
+        super().__init__(args, description="TFF worker", private_network=possible,
+                         inner_port=self.port)
+        self.address = f"unix:{self.socket_path}" if possible else f"127.0.0.1:{self.port}"
         try:
             self._wait_until_ready(startup_timeout)
         except BaseException:
             self.stop()
             raise
-        from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
-
-        self.stub = _CountingStub(remote_executor_grpc_stub.RemoteExecutorGrpcStub(self._channel))
+        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(self._channel))
 
     @property
     def client_value_bytes(self) -> int:
@@ -119,6 +145,16 @@ class WorkerProcess(ManagedProcess):
 
     def _wait_until_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        # The launcher makes the socket once the worker listens; connecting
+        # earlier would put gRPC into its reconnect backoff (1 s and more).
+        while self.contained and not os.path.exists(self.socket_path):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self} did not start within {timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+        self._channel = grpc.insecure_channel(self.address, _GRPC_OPTIONS)
         ready = grpc.channel_ready_future(self._channel)
         while True:
             try:

@@ -1,0 +1,187 @@
+"""The processes the kit starts: contained, interrupt-proof, and always stopped."""
+
+import os
+import textwrap
+import time
+
+import psutil
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from tutorial_helpers import processes
+from tutorial_helpers.worker_process import WorkerProcess
+
+KERNEL = "tff-remote-data-kit"
+TCP_LISTEN = "0A"  # The state column of /proc/net/tcp{,6}.
+
+
+def listening_ports(pid: int) -> list[tuple[str, int]]:
+    """(address in hex, port) of every socket `pid` listens on, read in its own network."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                address, port = fields[1].split(":")
+                if fields[3] == TCP_LISTEN and fields[9] in inodes:
+                    found.append((address, int(port, 16)))
+    return found
+
+
+def worker_binary_of(worker: WorkerProcess) -> psutil.Process:
+    return next(p for p in [psutil.Process(worker.pid), *psutil.Process(worker.pid).children()]
+                if p.cmdline()[0].endswith("worker_binary"))
+
+
+contained = pytest.mark.skipif(
+    not processes.private_network_status()[0],
+    reason=f"this system forbids private network namespaces: {processes.private_network_status()[1]}",
+)
+
+
+@contained
+def test_a_worker_listens_only_inside_its_own_network_reached_by_a_private_socket():
+    with WorkerProcess() as worker:
+        binary = worker_binary_of(worker)
+        # It listens on the wildcard address, as TFF's worker always does...
+        assert [port for _, port in listening_ports(binary.pid)] == [worker.port]
+        # ...but in a network namespace that is not this machine's...
+        assert os.readlink(f"/proc/{binary.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        with open(f"/proc/{binary.pid}/net/dev") as f:
+            interfaces = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+        assert interfaces == ["lo"]
+        # ...so no socket of this machine's network is the worker's.
+        assert not [c for c in psutil.net_connections("inet") if c.pid == binary.pid]
+        # The way in is a Unix socket that only this user can open.
+        assert worker.address == f"unix:{worker.socket_path}"
+        assert os.stat(os.path.dirname(worker.socket_path)).st_mode & 0o777 == 0o700
+        assert os.stat(os.path.dirname(worker.socket_path)).st_uid == os.getuid()
+    assert not os.path.exists(os.path.dirname(worker.socket_path))
+    assert not binary.is_running()
+
+
+def test_an_uncontained_worker_is_what_tffs_own_is_and_says_so():
+    with WorkerProcess(private_network=False) as worker:
+        binary = worker_binary_of(worker)
+        listening = listening_ports(binary.pid)
+        assert listening == [("0" * 32, worker.port)]  # [::]: every interface.
+        assert worker.address == f"127.0.0.1:{worker.port}"
+
+
+def test_children_run_outside_the_parents_process_group():
+    """Jupyter's interrupt signals the kernel's process group; the kit's children are not in it."""
+    with WorkerProcess() as worker:
+        for process in [psutil.Process(worker.pid), *psutil.Process(worker.pid).children()]:
+            assert os.getpgid(process.pid) != os.getpgid(0)
+
+
+def run_cell(client, code: str, timeout: float = 120) -> dict:
+    """Runs `code` in the kernel; returns the reply's content and the text it printed."""
+    outputs = []
+    reply = client.execute_interactive(
+        textwrap.dedent(code), timeout=timeout,
+        output_hook=lambda msg: outputs.append(msg["content"].get("text", "")),
+    )
+    return {**reply["content"], "stdout": "".join(outputs)}
+
+
+@pytest.mark.slow
+def test_interrupting_the_kernel_mid_round_keeps_workers_and_service_running():
+    manager, client = start_new_kernel(kernel_name=KERNEL, startup_timeout=120)
+    try:
+        setup = run_cell(client, """
+            import numpy as np, psutil, tensorflow as tf, tensorflow_federated as tff
+            from tutorial_helpers import remote_data
+            from tutorial_helpers.data_service import DataService
+
+            class RangeBackend(remote_data.DataBackend):
+                async def materialize(self, data, type_spec):
+                    return tf.data.Dataset.range(int(data.uri.removeprefix("uri://")))
+
+            SEQUENCE = tff.SequenceType(np.int64)
+
+            @tff.tensorflow.computation(SEQUENCE)
+            def count(dataset):
+                return dataset.reduce(np.int64(0), lambda n, _: n + 1)
+
+            @tff.federated_computation(tff.FederatedType(SEQUENCE, tff.CLIENTS))
+            def count_per_client(datasets):
+                return tff.federated_map(count, datasets)
+
+            def round_of(n):
+                return count_per_client(tff.framework.CreateDataDescriptor([f"uri://{n}"], SEQUENCE))
+
+            service = DataService()
+            ctx = remote_data.create_execution_context(RangeBackend())
+            tff.framework.set_default_context(ctx)
+            print(list(round_of(5)), ctx.worker.pid, service.pid)
+        """)
+        assert setup["status"] == "ok", setup
+        first, worker_pid, service_pid = setup["stdout"].rsplit(maxsplit=2)
+        assert first == "[5]"
+        kit = [psutil.Process(int(worker_pid)), *psutil.Process(int(worker_pid)).children(),
+               psutil.Process(int(service_pid))]
+
+        # A round that takes far longer than we wait: the worker counts to 10^10.
+        client.execute("round_of(10**10)")
+        time.sleep(3)
+        interrupted_at = time.monotonic()
+        manager.interrupt_kernel()
+        reply = client.get_shell_msg(timeout=30)["content"]
+        stopped_after = time.monotonic() - interrupted_at
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
+        assert stopped_after < 10
+        assert all(process.is_running() for process in kit)
+
+        # The same context runs the next round, and the service still answers.
+        after = run_cell(client, """
+            import urllib.request
+            print(list(round_of(7)), urllib.request.urlopen(service.url + "/health").read().decode())
+        """)
+        assert after["status"] == "ok", after
+        assert after["stdout"].split() == ["[7]", "ok"]
+
+        closed = run_cell(client, "ctx.close(); service.stop()")
+        assert closed["status"] == "ok", closed
+        psutil.wait_procs(kit, timeout=10)
+        assert not any(process.is_running() for process in kit)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def test_a_crashed_worker_program_is_reported_by_the_signal_that_killed_it():
+    """Behind the launcher, the worker's own death still names the signal."""
+    worker = WorkerProcess()
+    try:
+        binary = worker_binary_of(worker)
+        binary.kill()
+        worker._process.wait(timeout=10)
+        with pytest.raises(RuntimeError, match=r"TFF worker \(pid \d+.*\) is not running: it was killed by SIGKILL"):
+            worker.check_alive()
+    finally:
+        worker.stop()
+    assert worker.socket_path is None or not os.path.exists(os.path.dirname(worker.socket_path))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--", "true"], "--parent=PID and a command"),
+    (["--parent=1"], "--parent=PID and a command"),
+    (["--parent=1", "--socket=/tmp/x", "--", "true"], "--socket and --port go together"),
+    (["--parent=1", "--socket=/tmp/x", "--port=70000", "--", "true"], "--port must be within 1..65535"),
+])
+def test_the_launcher_rejects_bad_arguments_by_name(args, message):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "tutorial_helpers.launcher", *args],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2 and message in result.stderr

@@ -1,0 +1,216 @@
+"""What runs between the kit and every process it starts.
+
+`ManagedProcess` (in `tutorial_helpers.processes`) starts each child as
+``python -m tutorial_helpers.launcher --parent=PID [options] -- COMMAND``.
+This small program, using only the standard library:
+
+1. asks Linux to send it SIGTERM when its parent dies, even by SIGKILL
+   (``prctl(PR_SET_PDEATHSIG)``), so a killed Jupyter kernel leaves nothing
+   running;
+2. then either becomes COMMAND (``exec``), or, with ``--socket``, contains it:
+   it enters a new user and network namespace, whose only network is its own
+   loopback interface, starts COMMAND there, and relays connections from a
+   Unix socket on the shared file system (in a directory only the user can
+   open) to ``127.0.0.1:PORT`` inside the namespace.
+
+TFF's `worker_binary` listens on every interface (``[::]:PORT``) and has no
+flag to change that, nor any authentication. Inside its own namespace, "every
+interface" is one loopback nobody else shares: the only way in is the Unix
+socket, and only the user's own processes can open it. No root is needed:
+Linux lets any user create a user namespace, and in it a network namespace,
+unless the administrator or a container forbids it; ``--probe`` tells.
+
+The parent starts the launcher in a session of its own (see `processes`),
+so Jupyter's interrupt, a SIGINT to the kernel's process group, does not
+reach it or COMMAND.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import ctypes.util
+import fcntl
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+_PR_SET_PDEATHSIG = 1
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _die_with(parent: int, sig: int = signal.SIGTERM) -> None:
+    """Asks the kernel for `sig` when the parent dies; exits if it already has."""
+    if not sys.platform.startswith("linux"):
+        return
+    if _libc().prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # It died before we asked.
+        sys.exit(1)
+
+
+def enter_private_network() -> None:
+    """Moves this (single-threaded) process into a new user and network namespace.
+
+    The user keeps its identity (its uid and gid map to themselves), and the
+    namespace's loopback interface is brought up; there is no other interface.
+    Raises OSError with the reason when the system does not allow it.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    if _libc().unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"unshare(CLONE_NEWUSER | CLONE_NEWNET): {os.strerror(errno)}")
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{gid} {gid} 1")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | _IFF_UP))
+
+
+class _CommandEnded(Exception):
+    """The contained command exited before it listened."""
+
+
+def _wait_for_port(port: int, child: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if child.poll() is not None:
+            raise _CommandEnded
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                print(f"launcher: {child.args[0]} did not listen on port {port} in {timeout:.0f} s",
+                      file=sys.stderr, flush=True)
+                sys.exit(1)
+            time.sleep(0.05)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(1 << 18):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _relay(socket_path: str, port: int, child: subprocess.Popen) -> int | None:
+    """Relays each connection on `socket_path` to 127.0.0.1:`port` until `child` exits.
+
+    Returns the child's exit code, or None when the launcher was told to stop.
+    """
+
+    async def handle(reader, writer):
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    server = await asyncio.start_unix_server(handle, path=socket_path)
+    os.chmod(socket_path, 0o600)
+    while not stop.is_set() and child.poll() is None:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=0.2)
+        except TimeoutError:
+            pass
+    server.close()
+    return child.poll()
+
+
+def _run_contained(command: list[str], socket_path: str, port: int, parent: int) -> int:
+    enter_private_network()
+    _die_with(parent)  # Again: a change of credentials may clear the request.
+    libc = _libc()
+    child = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL,
+        # Only the launcher can reach the child's network, so it goes with it.
+        preexec_fn=lambda: libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0),
+    )
+    try:
+        _wait_for_port(port, child, timeout=60)
+        code = asyncio.run(_relay(socket_path, port, child))
+    except _CommandEnded:
+        code = child.returncode
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=4)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        try:
+            os.unlink(socket_path)
+        except FileNotFoundError:
+            pass
+    if code is None:  # Stopped by the kit.
+        return 0
+    if code < 0:  # End as the command ended, so the kit's error names the signal.
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # These two have no handler to reset.
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code  # Only if that signal does not end a process.
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tutorial_helpers.launcher",
+        description="Run COMMAND so that it dies with PARENT; optionally in a private network.",
+    )
+    parser.add_argument("--parent", type=int, help="pid whose death stops COMMAND")
+    parser.add_argument("--socket", help="Unix socket to relay to the contained COMMAND's port")
+    parser.add_argument("--port", type=int, help="port COMMAND listens on inside its namespace")
+    parser.add_argument("--probe", action="store_true",
+                        help="only check that a private network namespace can be made here")
+    parser.add_argument("command", nargs="*", help="the command, after --")
+    args = parser.parse_args(argv)
+    if args.probe:
+        try:
+            enter_private_network()
+        except OSError as e:
+            print(e, flush=True)
+            return 1
+        return 0
+    if not args.command or args.parent is None:
+        parser.error("--parent=PID and a command after -- are required")
+    if (args.socket is None) != (args.port is None):
+        parser.error("--socket and --port go together")
+    if args.port is not None and not 0 < args.port < 65536:
+        parser.error(f"--port must be within 1..65535, got {args.port}")
+    _die_with(args.parent)
+    if args.socket is None:
+        os.execvp(args.command[0], args.command)
+    return _run_contained(args.command, args.socket, args.port, args.parent)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
