@@ -1,11 +1,11 @@
 """Shared fixtures, and the check that no kit process outlives the test session."""
 
 import os
+import re
 import signal
-import subprocess
 import uuid
-from pathlib import Path
 
+import psutil
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -14,24 +14,40 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Every process this test session starts, directly or through a notebook's
 # kernel, inherits this mark; the leak check looks only at marked processes,
 # so other sessions on the machine are neither blamed nor stopped.
-SESSION_MARK = f"TUTORIAL_HELPERS_TEST_SESSION={uuid.uuid4().hex}"
-os.environ["TUTORIAL_HELPERS_TEST_SESSION"] = SESSION_MARK.split("=", 1)[1]
-KIT_PROCESSES = "tensorflow_federated/data/worker_binary|tutorial_helpers.data_service"
+SESSION_MARK_NAME, SESSION_MARK_VALUE = "TUTORIAL_HELPERS_TEST_SESSION", uuid.uuid4().hex
+os.environ[SESSION_MARK_NAME] = SESSION_MARK_VALUE
+# A kit process is TFF's worker or a kit module run with `python -m`, found
+# anywhere in the command line, so also behind wrappers such as
+# `python -m tutorial_helpers.launcher ... -- .../worker_binary --port=N`.
+KIT_COMMAND = re.compile(
+    r"tensorflow_federated/data/worker_binary|(?:^|\s)-m\s*tutorial_helpers\.\w"
+)
 
 
-def worker_pids(pattern: str = KIT_PROCESSES) -> set[int]:
-    """Pids of this session's running kit processes (TFF workers, data services)."""
-    out = subprocess.run(
-        ["pgrep", "-f", pattern], capture_output=True, text=True, check=False
-    ).stdout
+def is_kit_command(cmdline: list[str]) -> bool:
+    """Whether a process's argument list runs TFF's worker or a `tutorial_helpers` module."""
+    return KIT_COMMAND.search(" ".join(cmdline)) is not None
+
+
+def worker_pids() -> set[int]:
+    """Pids of this session's running kit processes (TFF workers, data services, launchers).
+
+    Only live processes (not zombies) whose command line `is_kit_command` and
+    whose environment carries this session's mark count; processes that are
+    gone, or that this user may not inspect, are skipped. Uses psutil, not
+    `pgrep` or /proc paths, so it works on images without procps.
+    """
     pids = set()
-    for pid in map(int, out.split()):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:  # Gone already.
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
             continue
-        if SESSION_MARK.encode() in environ and pid != os.getpid():
-            pids.add(pid)
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE or not is_kit_command(process.cmdline()):
+                continue
+            if process.environ().get(SESSION_MARK_NAME) == SESSION_MARK_VALUE:
+                pids.add(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # Gone, or not ours to read.
+            continue
     return pids
 
 

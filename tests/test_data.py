@@ -1,6 +1,7 @@
 """Tests of tutorial_helpers.data: the EMNIST sample through TFF's own loader."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,13 +63,18 @@ def test_a_corrupt_bundled_sample_is_refused_with_a_clear_message(monkeypatch, t
         data.prepare_sample(tmp_path)
 
 
-def test_auto_uses_the_sample_when_the_full_set_cannot_be_downloaded(monkeypatch, tmp_path, capsys):
-    # Port 9 (discard) on loopback refuses the connection: a real network failure.
-    monkeypatch.setattr(data, "FULL_DATA_URL", "http://127.0.0.1:9/emnist_all.sqlite.lzma")
+def test_auto_never_downloads_the_full_set(tmp_path, capsys):
+    """Only source="full" may start the large download; "auto" falls back to the sample."""
     train, _ = data.load_emnist(source="auto", cache_dir=tmp_path)
     message = capsys.readouterr().out
-    assert "bundled sample" in message and "cannot be downloaded" in message
+    assert "bundled sample" in message and 'source="full" downloads it' in message
     assert len(train.client_ids) == 99
+    assert not (tmp_path / "emnist_all.sqlite").exists()
+
+
+def test_paths_are_shown_with_the_home_directory_as_a_tilde():
+    assert data._shown(Path.home() / ".cache" / "x.sqlite") == "~/.cache/x.sqlite"
+    assert data._shown(Path("/opt/x.sqlite")) == "/opt/x.sqlite"
 
 
 def test_auto_uses_the_full_set_when_it_is_cached(tmp_path, capsys):

@@ -34,9 +34,26 @@ def test_lock_pins_tff_with_the_overrides_it_needs():
     assert len(pins) > 100  # Complete: installed with --no-deps by pip-based paths.
     unpinned = [
         line for line in LOCK.read_text().splitlines()
-        if line.strip() and not line.startswith("#") and not PIN.match(line)
+        if line.strip() and not line.lstrip().startswith(("#", "--hash=sha256:"))
+        and not PIN.match(line)
     ]
     assert unpinned == []
+
+
+def test_every_pin_of_the_lock_carries_its_hashes():
+    """pip and uv check every download against these (jax is installed from its sdist)."""
+    hashes: dict[str, int] = {}
+    name = None
+    for line in LOCK.read_text().splitlines():
+        match = PIN.match(line)
+        if match:
+            name = match.group(1).lower()
+            hashes[name] = 0
+        elif line.lstrip().startswith("--hash=sha256:"):
+            assert re.fullmatch(r"\s+--hash=sha256:[0-9a-f]{64}( \\)?", line), line
+            hashes[name] += 1
+    assert len(hashes) == len(lock_pins())
+    assert [name for name, count in hashes.items() if count == 0] == []
 
 
 def test_environment_yml_installs_exactly_the_lock_on_python_3_11():
@@ -103,3 +120,82 @@ def test_code_passes_ruff():
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "is_kit"),
+    [
+        (["/v/lib/python3.11/site-packages/tensorflow_federated/data/worker_binary", "--port=1"], True),
+        (["python", "-m", "tutorial_helpers.data_service", "--port=8000"], True),
+        (["python", "-m", "tutorial_helpers.launcher", "--parent=1", "--",
+          "/v/site-packages/tensorflow_federated/data/worker_binary", "--port=1"], True),
+        (["unshare", "-rn", "python3", "-m", "tutorial_helpers.netns", "--", "worker"], True),
+        (["python", "-mtutorial_helpers.data_service"], True),
+        (["python", "-m", "pytest", "tests/test_data.py"], False),
+        (["python", "-c", "from tutorial_helpers import remote_data"], False),
+        ([], False),  # A kernel thread, or a process whose arguments are gone.
+    ],
+)
+def test_leak_check_recognizes_kit_processes_behind_wrappers(cmdline, is_kit):
+    from tests.conftest import is_kit_command
+
+    assert is_kit_command(cmdline) is is_kit
+
+
+def test_leak_check_finds_only_this_sessions_kit_processes():
+    import os
+    import time
+
+    from tests.conftest import SESSION_MARK_NAME, worker_pids
+
+    # A stand-in with a kit command line: `-c` ignores the arguments after it.
+    args = [sys.executable, "-c", "import time; time.sleep(60)", "-m", "tutorial_helpers.netns"]
+    other_env = {k: v for k, v in os.environ.items() if k != SESSION_MARK_NAME}
+    ours = subprocess.Popen(args)
+    theirs = subprocess.Popen(args, env=other_env)
+    try:
+        deadline = time.monotonic() + 10
+        while ours.pid not in worker_pids() and time.monotonic() < deadline:
+            time.sleep(0.05)  # Until the child has exec'd Python.
+        found = worker_pids()
+        assert ours.pid in found
+        assert theirs.pid not in found
+    finally:
+        for process in (ours, theirs):
+            process.kill()
+            process.wait()
+    assert ours.pid not in worker_pids()
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_pyproject_declares_every_package_tutorial_helpers_imports():
+    import ast
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_normalized(re.split(r"[<>=~!;\s\[]", dep, maxsplit=1)[0]) for dep in project["dependencies"]}
+    imported = set()
+    for path in (ROOT / "tutorial_helpers").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    distributions = metadata.packages_distributions()
+    needed = {
+        _normalized(dist)
+        for module in imported - set(sys.stdlib_module_names) - {"tutorial_helpers"}
+        for dist in distributions.get(module, [module])
+    }
+    assert needed - declared == set(), "add these to [project] dependencies in pyproject.toml"
+
+
+def test_pyproject_requires_the_python_the_lock_is_compiled_for():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11,<3.12"
+    assert "--python-version 3.11" in (ROOT / "scripts" / "lock").read_text()

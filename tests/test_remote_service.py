@@ -202,7 +202,7 @@ def test_a_killed_worker_of_several_gives_a_clear_error(emnist, fedavg):
         state = process.initialize()
         os.kill(ctx.workers[1].pid, signal.SIGKILL)
         ctx.workers[1]._process.wait(timeout=10)
-        with pytest.raises(RuntimeError, match=r"TFF worker \(pid \d+, 127.0.0.1:\d+\) is not running"):
+        with pytest.raises(RuntimeError, match=r"TFF worker \(pid \d+, [^)]+\) is not running"):
             process.next(state, train.client_ids[:4])
         pids = [w.pid for w in ctx.workers]
     assert not worker_pids() & set(pids)
@@ -213,3 +213,75 @@ def test_remote_worker_addresses_that_do_not_answer_are_a_clear_error():
 
     with pytest.raises(ConnectionError, match=r"No TFF worker answers at 127.0.0.1:9"):
         RemoteWorker("127.0.0.1:9", connect_timeout=0.5)
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_request_timeout():
+    import socket
+    import time
+
+    from tutorial_helpers.data_service import _DataServer
+
+    server = _DataServer(0, latency=0.0, failure_rate=0.0, seed=0, request_timeout=0.3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with socket.create_connection(server.server_address, timeout=10) as silent:
+            start = time.monotonic()
+            assert silent.recv(1) == b""  # The server closed the connection...
+            waited = time.monotonic() - start
+        assert 0.2 < waited < 5  # ...after the timeout, not at once and not never.
+        status, body, _ = get(f"{url}/health")  # Requests that do arrive are answered.
+        assert (status, body) == (200, b"ok")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--latency", "-1", "--port", "1234"], "argument --latency: must be a number of seconds >= 0, got '-1'"),
+        (["--port", "65536"], "argument --port: must be a TCP port from 1 to 65535"),
+        (["--port", "http"], "argument --port: must be a TCP port"),
+        (["--port", "1234", "--failure-rate", "1.5"], "argument --failure-rate: must be a share from 0 to 1, got '1.5'"),
+        (["--port", "1234", "--failure-rate", "nan"], "argument --failure-rate"),
+        (["--port", "1234", "--request-timeout", "0"], "argument --request-timeout: must be a number of seconds > 0"),
+        ([], "the following arguments are required: --port"),
+    ],
+)
+def test_the_service_rejects_bad_command_line_arguments_by_name(args, message):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tutorial_helpers.data_service", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "serving" not in result.stdout  # It stopped before loading any data.
+
+
+def test_retry_waits_are_jittered_below_an_exponential_bound():
+    backend = HttpDataBackend("http://127.0.0.1:1", backoff=0.1, seed=7)
+    waits = [[backend.retry_delay(attempt) for attempt in (1, 2, 3)] for _ in range(200)]
+    for attempt, bound in enumerate((0.1, 0.2, 0.4)):
+        draws = [w[attempt] for w in waits]
+        assert all(0 <= d <= bound for d in draws)
+        assert max(draws) > 0.8 * bound and min(draws) < 0.2 * bound  # Spread over the range.
+    again = HttpDataBackend("http://127.0.0.1:1", backoff=0.1, seed=7)
+    assert [[again.retry_delay(attempt) for attempt in (1, 2, 3)] for _ in range(200)] == waits
+
+
+def test_the_error_after_the_last_attempt_is_chained_to_its_cause():
+    import aiohttp
+    import portpicker
+
+    url = f"http://127.0.0.1:{portpicker.pick_unused_port()}"  # Nothing listens there.
+    backend = HttpDataBackend(url, attempts=2, backoff=0.0)
+    with pytest.raises(ConnectionError, match="2 attempts failed") as raised:
+        materialize(backend, "uri://1")
+    assert isinstance(raised.value.__cause__, aiohttp.ClientConnectionError)
+    assert backend.requests == 2 and backend.retries == 1

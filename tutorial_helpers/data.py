@@ -6,6 +6,9 @@ otherwise. For the sample, the kit writes that same SQLite file itself, from
 99 real writers of LEAF's FEMNIST bundled with the package
 (`sample_data/PROVENANCE.md`), and points the loader at it. Nothing in the
 loading path is different between the two.
+
+The full data set is downloaded only when asked for by name
+(`load_emnist(source="full")`): it is large (see `FULL_DATA_SIZE`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import os
 import sqlite3
 import tempfile
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ SHUFFLE_BUFFER = 100
 
 SOURCES = ("auto", "full", "sample")
 FULL_DATA_URL = "https://storage.googleapis.com/tff-datasets-public/emnist_all.sqlite.lzma"
+FULL_DATA_SIZE = "all 3,383 writers' digits and letters, about a gigabyte to download"
 _SQLITE_NAME = "emnist_all.sqlite"  # The name TFF's loader looks for.
 _SPLITS = {0: "digits_only_train", 1: "digits_only_test"}
 
@@ -114,13 +117,10 @@ def prepare_sample(cache_dir: str | os.PathLike | None = None) -> Path:
     return directory
 
 
-def _full_data_reachable(timeout: float = 5.0) -> tuple[bool, str]:
-    request = urllib.request.Request(FULL_DATA_URL, method="HEAD")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout):
-            return True, ""
-    except (urllib.error.URLError, OSError) as e:
-        return False, str(getattr(e, "reason", e))
+def _shown(path: Path) -> str:
+    """`path` as a person writes it, with the home directory as "~"."""
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 def load_emnist(
@@ -129,40 +129,64 @@ def load_emnist(
     """Returns federated EMNIST digits as TFF `ClientData` (train, test).
 
     Args:
-      source: "full" for TFF's data set (3,383 writers; downloaded once, about
-        a gigabyte on disk), "sample" for the bundled 99 real writers, or
-        "auto": the full set if it is cached or can be downloaded, else the
-        sample.
+      source: "sample" for the bundled 99 real writers; "full" for TFF's data
+        set (3,383 writers), downloaded once if it is not cached, which is
+        large (`FULL_DATA_SIZE`); or "auto": the full set if it is already
+        cached, else the sample. Only "full" ever downloads.
       cache_dir: where the data sets are kept: the full one as
         `<cache_dir>/emnist_all.sqlite` (default: TFF's `~/.tff`), the sample
         in `<cache_dir>/femnist_sample/` (default: `default_cache_dir()`).
-      verbose: print which source was used and where it lives.
+      verbose: print which source was used and where it lives (and, before a
+        download, what is downloaded).
+
+    Raises:
+      ValueError: for an unknown `source`.
+      ConnectionError: if the full set must be downloaded and cannot be; no
+        partial file is left behind.
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
     full_dir = Path(cache_dir) if cache_dir else Path.home() / ".tff"
+    full_file = full_dir / _SQLITE_NAME
+    full_description = "TFF's federated EMNIST digits (3,383 writers)"
     if source == "auto":
-        if (full_dir / _SQLITE_NAME).is_file():
+        if full_file.is_file():
             source, why = "full", f"cached in {full_dir}"
         else:
-            reachable, reason = _full_data_reachable()
-            source = "full" if reachable else "sample"
-            why = (
-                f"downloading {FULL_DATA_URL} into {full_dir}"
-                if reachable
-                else f"the full data set is not in {full_dir} and cannot be downloaded ({reason})"
-            )
+            source = "sample"
+            why = f'the full data set is not in {full_dir} (source="full" downloads it)'
     else:
         why = "as requested"
-    if source == "full":
-        data_dir = full_dir
-        description = "TFF's federated EMNIST digits (3,383 writers)"
-    else:
+    if source == "sample":
         data_dir = prepare_sample(cache_dir)
-        description = "the bundled sample of FEMNIST digits (99 writers, from LEAF)"
+        if verbose:
+            print(
+                "EMNIST: the bundled sample of FEMNIST digits (99 writers, from LEAF), "
+                f"{why}; file {_shown(data_dir / _SQLITE_NAME)}"
+            )
+        return tff.simulation.datasets.emnist.load_data(only_digits=True, cache_dir=str(data_dir))
+    if full_file.is_file():
+        if verbose:
+            print(f"EMNIST: {full_description}, {why}; file {_shown(full_file)}")
+        return tff.simulation.datasets.emnist.load_data(only_digits=True, cache_dir=str(full_dir))
     if verbose:
-        print(f"EMNIST: {description}, {why}; file {data_dir / _SQLITE_NAME}")
-    return tff.simulation.datasets.emnist.load_data(only_digits=True, cache_dir=str(data_dir))
+        print(
+            f"EMNIST: downloading {full_description} from {FULL_DATA_URL} into {full_file}, "
+            f"once. It is large: {FULL_DATA_SIZE}."
+        )
+    try:
+        return tff.simulation.datasets.emnist.load_data(only_digits=True, cache_dir=str(full_dir))
+    except BaseException as e:
+        # TFF writes the file in place as it downloads: a partial one would
+        # later pass for the cached data set.
+        full_file.unlink(missing_ok=True)
+        if isinstance(e, (urllib.error.URLError, OSError)):
+            raise ConnectionError(
+                f"Could not download the full EMNIST data set from {FULL_DATA_URL} "
+                f"({getattr(e, 'reason', e)}). Use load_emnist(source=\"sample\") for the "
+                f"bundled sample, or put TFF's {_SQLITE_NAME} into {full_dir}."
+            ) from e
+        raise
 
 
 def preprocess(

@@ -16,7 +16,8 @@ Endpoints:
   a malformed one, 503 for an injected failure.
 
 Start it from Python with `DataService` (a context manager that always stops
-it), or by hand: ``python -m tutorial_helpers.data_service --port 8000``.
+it), or by hand: ``python -m tutorial_helpers.data_service --port 8000``
+(``--help`` lists the options).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import random
 import re
 import signal
@@ -51,6 +53,13 @@ def _encode(arrays: dict[str, np.ndarray]) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     server: _DataServer
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a connection may stay silent (socketserver applies it to each read
+        and write); then it is closed, so a client that connects and sends nothing
+        cannot hold a server thread forever."""
+        return self.server.request_timeout
 
     def _send(self, status: int, body: bytes, content_type: str, headers=()) -> None:
         self.send_response(status)
@@ -107,7 +116,9 @@ class _DataServer(ThreadingHTTPServer):
     # wait for TCP's 1 s SYN retransmission; a round may open many at once.
     request_queue_size = 128
 
-    def __init__(self, port: int, latency: float, failure_rate: float, seed: int):
+    def __init__(self, port: int, latency: float, failure_rate: float, seed: int,
+                 request_timeout: float = 30.0):
+        """Loads the sample's clients and listens on 127.0.0.1:`port` (0: a free port)."""
         from tutorial_helpers import sample
 
         clients = sample.client_arrays(sample.TRAIN)
@@ -116,6 +127,7 @@ class _DataServer(ThreadingHTTPServer):
         self.latency = latency
         self.failure_rate = failure_rate
         self.seed = seed
+        self.request_timeout = request_timeout
         self._requests = [0] * len(self.client_ids)
         self._lock = threading.Lock()
         super().__init__(("127.0.0.1", port), _Handler)
@@ -129,16 +141,54 @@ class _DataServer(ThreadingHTTPServer):
         return random.Random(f"{self.seed}/{index}/{count}").random() < self.failure_rate
 
 
+def _number_type(what: str, low: float, high: float = math.inf, *, low_open: bool = False):
+    """An argparse type: a finite float in [low, high] (or (low, high] if `low_open`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        too_low = value <= low if low_open else value < low
+        if not math.isfinite(value) or too_low or value > high:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535, or 0 for a free one."""
+    if not re.fullmatch(r"[0-9]{1,5}", text) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a TCP port from 1 to 65535, or 0 for any free port; got {text!r}"
+        )
+    return int(text)
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the EMNIST sample's clients over HTTP.")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each client request")
-    parser.add_argument("--failure-rate", type=float, default=0.0, help="share of client requests answered 503")
+    """Serves the sample until SIGTERM. Invalid arguments exit with status 2 and a
+    message naming the argument."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tutorial_helpers.data_service",
+        description="Serve the EMNIST sample's clients over HTTP on 127.0.0.1.",
+    )
+    parser.add_argument("--port", type=_port, required=True,
+                        help="port to listen on (0: any free port, printed at start)")
+    parser.add_argument("--latency", type=_number_type("a number of seconds >= 0", 0.0),
+                        default=0.0, help="seconds added to each client request")
+    parser.add_argument("--failure-rate", type=_number_type("a share from 0 to 1", 0.0, 1.0),
+                        default=0.0, help="share of client requests answered 503")
     parser.add_argument("--seed", type=int, default=0, help="seed of the injected failures")
+    parser.add_argument("--request-timeout",
+                        type=_number_type("a number of seconds > 0", 0.0, low_open=True),
+                        default=30.0,
+                        help="seconds a connection may stay silent before it is closed")
     args = parser.parse_args(argv)
-    server = _DataServer(args.port, args.latency, args.failure_rate, args.seed)
+    server = _DataServer(args.port, args.latency, args.failure_rate, args.seed, args.request_timeout)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"serving {len(server.client_ids)} clients on http://127.0.0.1:{args.port}", flush=True)
+    port = server.server_address[1]
+    print(f"serving {len(server.client_ids)} clients on http://127.0.0.1:{port}", flush=True)
     server.serve_forever()
     server.server_close()
 

@@ -55,8 +55,12 @@ def check_even_clients_backend(backend, client_data, dataset_type) -> None:
     async def materialize(uri):
         return await backend.materialize(pb.Data(uri=uri), dataset_type)
 
+    # Derived from the data, not from the sample's size: the first even
+    # clients and the last, the first odd ones and the last, one past the end.
+    last = len(ids) - 1
+    last_even, last_odd = last - last % 2, last - (1 - last % 2)
     problems = []
-    for index in (0, 2, 4, 98):
+    for index in sorted({0, 2, 4, last_even} & set(range(len(ids)))):
         uri = f"uri://{index}"
         try:
             dataset = _run(materialize(uri))
@@ -75,7 +79,9 @@ def check_even_clients_backend(backend, client_data, dataset_type) -> None:
                             f"has {expected.element_spec}.")
         elif not _same_elements(dataset, expected):
             problems.append(f"{uri} should be the data of client {index} ({ids[index]}), preprocessed.")
-    for uri in ("uri://1", "uri://3", "uri://97", "uri://x", "uri://100"):
+    refused = [f"uri://{i}" for i in sorted({1, 3, last_odd} & set(range(len(ids))))]
+    past_the_end = len(ids) + len(ids) % 2  # Even, so only its range can refuse it.
+    for uri in (*refused, "uri://x", f"uri://{past_the_end}"):
         try:
             _run(materialize(uri))
             problems.append(f"{uri} should be rejected, but a dataset was returned.")

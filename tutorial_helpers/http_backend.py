@@ -6,8 +6,8 @@ things that go wrong over a network are handled:
 
 * many clients at once, but at most `max_concurrency` requests in flight;
 * a timeout on every request, so nothing waits forever;
-* retries with exponential backoff for what is transient (HTTP 5xx, a
-  dropped connection, a timeout, a body that fails its checksum);
+* retries with jittered exponential backoff for what is transient (HTTP
+  5xx, a dropped connection, a timeout, a body that fails its checksum);
 * clear, immediate errors for what is not: a malformed URI, a client the
   service does not have, and, after the retries, a service that is down.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import random
 import weakref
 from collections.abc import Callable
 
@@ -42,7 +43,11 @@ class HttpDataBackend(DataBackend):
       max_concurrency: requests in flight at most (1 fetches one at a time).
       timeout: seconds allowed for one request, connection included.
       attempts: tries per client before giving up (1 means no retry).
-      backoff: seconds before the first retry; doubles with each retry.
+      backoff: the longest wait before the first retry; doubles with each
+        retry. Each wait is drawn uniformly between 0 and that bound ("full
+        jitter"), so clients that failed together do not all retry together.
+      seed: seeds those draws, for waits that repeat from run to run
+        (default: unseeded).
       preprocess_fn: applied to each client's dataset (default: the
         tutorial's `preprocess`).
 
@@ -58,6 +63,7 @@ class HttpDataBackend(DataBackend):
         timeout: float = 5.0,
         attempts: int = 4,
         backoff: float = 0.05,
+        seed: int | None = None,
         preprocess_fn: Callable[[tf.data.Dataset], tf.data.Dataset] = kit_data.preprocess,
     ):
         if max_concurrency < 1 or attempts < 1 or timeout <= 0 or backoff < 0:
@@ -71,6 +77,7 @@ class HttpDataBackend(DataBackend):
         self.timeout = timeout
         self.attempts = attempts
         self.backoff = backoff
+        self._random = random.Random(seed)
         self.preprocess_fn = preprocess_fn
         self.requests = self.retries = self.bytes_received = 0
         self.max_in_flight = self._in_flight = 0
@@ -124,7 +131,7 @@ class HttpDataBackend(DataBackend):
                     last_error = e
                 if attempt < self.attempts:
                     self.retries += 1
-                    await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                    await asyncio.sleep(self.retry_delay(attempt))
         reason = (
             f"no answer within {self.timeout:g} s"
             if isinstance(last_error, TimeoutError)
@@ -133,7 +140,14 @@ class HttpDataBackend(DataBackend):
         raise ConnectionError(
             f"Could not fetch {uri!r} from the data service at {self.base_url}: {self.attempts} "
             f"attempts failed, the last with {reason}. Is the service running?"
-        )
+        ) from last_error
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based) before the next.
+
+        Drawn uniformly from [0, backoff * 2 ** (attempt - 1)].
+        """
+        return self._random.uniform(0.0, self.backoff * 2 ** (attempt - 1))
 
     async def materialize(self, data, type_spec):
         body = await self.fetch(data.uri)
