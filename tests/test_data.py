@@ -122,3 +122,56 @@ def test_client_dataset_indexes_sorted_clients_and_rejects_bad_indices(emnist):
         data.client_dataset(train, "3")
     with pytest.raises(TypeError, match="got True"):
         data.client_dataset(train, True)
+
+
+def no_network(*args, **kwargs):
+    raise AssertionError("load_emnist opened a URL it was not asked to")
+
+
+def test_only_full_opens_a_url(monkeypatch, tmp_path, capsys):
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    for source in ("auto", "sample"):
+        train, _ = data.load_emnist(source=source, cache_dir=tmp_path)
+        assert len(train.client_ids) == 99
+    assert not (tmp_path / "emnist_all.sqlite").exists()
+
+
+class BrokenDownload:
+    """A response that delivers one chunk of TFF's LZMA file, then loses the connection."""
+
+    headers = {"content-length": "1000000000"}
+
+    def __init__(self):
+        import lzma
+
+        self.chunks = [lzma.compress(b"SQLite format 3\0" + bytes(5000))[:2000]]
+
+    def read(self, size):
+        if self.chunks:
+            return self.chunks.pop()
+        raise ConnectionResetError("connection reset by peer")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+def test_a_failed_full_download_says_what_it_was_and_leaves_no_partial_file(monkeypatch, tmp_path, capsys):
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *args, **kwargs: BrokenDownload())
+    with pytest.raises(ConnectionError, match=r'connection reset by peer.*source="sample"') as raised:
+        data.load_emnist(source="full", cache_dir=tmp_path)
+    assert isinstance(raised.value.__cause__, ConnectionResetError)
+    message = capsys.readouterr().out
+    assert "EMNIST: downloading TFF's federated EMNIST digits (3,383 writers)" in message
+    assert f"It is large: {data.FULL_DATA_SIZE}." in message
+    # TFF wrote the first chunk in place; a partial file would pass for the data set later.
+    assert not (tmp_path / "emnist_all.sqlite").exists()
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    train, _ = data.load_emnist(source="auto", cache_dir=tmp_path)
+    assert "bundled sample" in capsys.readouterr().out

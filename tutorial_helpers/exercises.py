@@ -41,6 +41,30 @@ def _run(coroutine):
         return pool.submit(asyncio.run, coroutine).result()
 
 
+def _client_indices(client_data, indices, name: str) -> list[int]:
+    """`indices` as a list, checked to name clients of `client_data` (0-based, sorted ids).
+
+    Raises ValueError naming the argument `name` and the valid range otherwise.
+    """
+    count = len(client_data.client_ids)
+    indices = list(indices)
+    bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, (int, np.integer))
+           or not 0 <= i < count]
+    if not indices or bad:
+        raise ValueError(
+            f"{name} must name at least one client, each an index from 0 to {count - 1} (this "
+            f"data has {count} clients); got {indices if not bad else bad}."
+        )
+    return indices
+
+
+def _span(indices: list[int]) -> str:
+    """How messages name clients: "5-9" for a run of consecutive indices, else "1, 4, 7"."""
+    if len(indices) > 1 and indices == list(range(indices[0], indices[-1] + 1)):
+        return f"{indices[0]}-{indices[-1]}"
+    return ", ".join(map(str, indices))
+
+
 def _same_elements(dataset, expected) -> bool:
     got, want = list(dataset.as_numpy_iterator()), list(expected.as_numpy_iterator())
     return len(got) == len(want) and all(
@@ -96,8 +120,15 @@ def check_even_clients_backend(backend, client_data, dataset_type) -> None:
 
 
 def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clients: int = 5) -> None:
-    """Exercise 03: a federated computation counting the examples labelled 0."""
-    uris = [f"uri://{i}" for i in range(num_clients)]
+    """Exercise 03: a federated computation counting the examples labelled 0.
+
+    Runs it on the first `num_clients` clients of `client_data` (at least 1,
+    at most as many as it has) and compares with a count made here.
+    """
+    if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)):
+        raise TypeError(f"num_clients must be an int, got {num_clients!r}.")
+    indices = _client_indices(client_data, range(num_clients), "num_clients")
+    uris = [f"uri://{i}" for i in indices]
     handle = tff.framework.CreateDataDescriptor(arg_uris=uris, arg_type=dataset_type)
     try:
         answer = count_label_zero(handle)
@@ -106,7 +137,7 @@ def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clie
                               solution="03_label_zero.py"))
         return
     expected = 0
-    for client_id in client_data.client_ids[:num_clients]:
+    for client_id in (client_data.client_ids[i] for i in indices):
         for example in kit_data.preprocess(client_data.create_tf_dataset_for_client(client_id)):
             expected += int(example["y"][0, 0] == 0)
     problems = []
@@ -119,15 +150,20 @@ def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clie
     else:
         try:
             if int(answer) != expected:
-                problems.append(f"Clients 0-{num_clients - 1} hold {expected} batches labelled 0 "
+                problems.append(f"Clients {_span(indices)} hold {expected} batches labelled 0 "
                                 f"(epochs included); the computation returned {int(answer)}.")
         except (TypeError, ValueError):
             problems.append(f"The computation returned {answer!r}, not a number.")
-    _verdict(problems, f"{expected} examples labelled 0 on clients 0-{num_clients - 1}.")
+    _verdict(problems, f"{expected} examples labelled 0 on clients {_span(indices)}.")
 
 
 def check_other_clients_history(history, client_data, clients=range(5, 10), rounds: int = 3) -> None:
-    """Exercise 04: training on clients 5-9 by URI, `rounds` rounds."""
+    """Exercise 04: training by URI on the clients with indices `clients`, `rounds` rounds.
+
+    Each round must have trained on exactly those clients' examples, counted
+    here from `client_data` (epochs included).
+    """
+    clients = _client_indices(client_data, clients, "clients")
     if history is None:
         print(_NOT_YET.format(hint="history is still None.", solution="04_other_clients.py"))
         return
@@ -142,7 +178,7 @@ def check_other_clients_history(history, client_data, clients=range(5, 10), roun
         if train.get("num_examples") != expected:
             problems.append(
                 f"Round {round_num} trained on {train.get('num_examples')} examples; clients "
-                f"{clients.start}-{clients.stop - 1} hold {examples} x {kit_data.NUM_EPOCHS} epochs "
+                f"{_span(clients)} hold {examples} x {kit_data.NUM_EPOCHS} epochs "
                 f"= {expected}."
             )
     accuracies = [m["client_work"]["train"]["sparse_categorical_accuracy"] for m in history
@@ -150,4 +186,4 @@ def check_other_clients_history(history, client_data, clients=range(5, 10), roun
     summary = collections.OrderedDict(
         (f"round {i}", round(float(a), 3)) for i, a in enumerate(accuracies, 1)
     )
-    _verdict(problems, f"Training accuracy on clients 5-9: {dict(summary)}.")
+    _verdict(problems, f"Training accuracy on clients {_span(clients)}: {dict(summary)}.")
