@@ -354,3 +354,45 @@ def test_seed_flow_two_fedavg_rounds_match_passing_datasets_directly(emnist):
     assert via_uris[0]["num_examples"] == via_uris[1]["num_examples"] > 0
     assert via_uris[1]["sparse_categorical_accuracy"] > via_uris[0]["sparse_categorical_accuracy"]
     assert via_uris[1]["loss"] < via_uris[0]["loss"]
+
+
+def notebook_data_executor():
+    """The DataExecutor notebook 03 builds step by step, run from the notebook's own cells."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / "03_execution_context.ipynb"
+    starts = ("def is_data_reference", "async def materialize_all", "def check_payload",
+              "from tensorflow_federated.python.core.impl.executors.executor_base import Executor",
+              "class ForwardingExecutor", "class DataExecutor")
+    cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    chosen = [next(c for c in cells if c.startswith(start)) for start in starts]
+    namespace = {"asyncio": asyncio, "pb": pb, "tf": tf, "tff": tff, "reference": data_reference("uri://0"),
+                 "print": lambda *args: None}
+    for cell in chosen:
+        exec(compile(cell, str(path), "exec"), namespace)  # noqa: S102
+    return namespace["DataExecutor"]
+
+
+@pytest.mark.parametrize("executor", ["notebook 03", "packaged"])
+def test_notebook_03s_data_executor_behaves_like_the_packaged_one(executor):
+    data_executor = notebook_data_executor() if executor == "notebook 03" else remote_data.DataExecutor
+    backend = RangeBackend(delay=0.2)
+    with remote_data.create_execution_context(backend, data_executor=data_executor):
+        assert list(count_per_client(descriptor(["uri://3", "uri://0", "uri://7", "uri://3"]))) == [3, 0, 7, 3]
+        assert backend.max_in_flight == 4  # Fetched concurrently.
+    with remote_data.create_execution_context(FailingBackend(), data_executor=data_executor):
+        with pytest.raises(Exception, match="no such client") as raised:
+            count_per_client(descriptor(["uri://1", "uri://bad"]))
+        # The packaged one names the URI; in the notebook's, the backend's own error comes through.
+        assert raised.type is (RuntimeError if executor == "packaged" else KeyError)
+        assert list(count_per_client(descriptor(["uri://1"]))) == [2]  # Still usable.
+    with remote_data.create_execution_context(WrongTypeBackend(), data_executor=data_executor):
+        with pytest.raises(TypeError, match=r"'uri://0'.*int64\*") as raised:
+            count_per_client(descriptor(["uri://0"]))
+        assert "float32[2]*" in str(raised.value)
+
+
+def test_create_execution_context_rejects_a_data_executor_that_is_not_callable():
+    with pytest.raises(TypeError, match="data_executor must be a class or function"):
+        remote_data.create_execution_context(RangeBackend(), data_executor="DataExecutor")

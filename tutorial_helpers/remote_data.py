@@ -29,6 +29,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow_federated as tff
@@ -197,8 +198,9 @@ class DataExecutor(executor_base.Executor):
         self._target.close()
 
 
-def _executor_factory(worker, default_num_clients: int, data_backend: DataBackend | None = None):
-    """TFF's factory of executors on `worker`, optionally behind a `DataExecutor`."""
+def _executor_factory(worker, default_num_clients: int, data_backend: DataBackend | None = None,
+                      data_executor=DataExecutor):
+    """TFF's factory of executors on `worker`, optionally behind a `data_executor`."""
 
     def executor_stack(cardinalities):
         # A dead worker is final: without this check TFF would retry the
@@ -207,7 +209,7 @@ def _executor_factory(worker, default_num_clients: int, data_backend: DataBacken
         cardinalities.setdefault(tff.CLIENTS, default_num_clients)
         executor = tff.framework.RemoteExecutor(worker.stub)
         executor.set_cardinalities(cardinalities)
-        return executor if data_backend is None else DataExecutor(executor, data_backend)
+        return executor if data_backend is None else data_executor(executor, data_backend)
 
     return tff.framework.ResourceManagingExecutorFactory(executor_stack)
 
@@ -298,12 +300,14 @@ class _ClosableContext:
 class _WorkerExecutionContext(_ClosableContext, tff.framework.SyncExecutionContext):
     """A synchronous context on one `WorkerProcess`, with a `DataExecutor` in front."""
 
-    def __init__(self, data_backend: DataBackend, worker: WorkerProcess, default_num_clients: int):
+    def __init__(self, data_backend: DataBackend, worker: WorkerProcess, default_num_clients: int,
+                 data_executor=DataExecutor):
         self.data_backend = data_backend
         self.worker = worker
         self.workers = [worker]
         super().__init__(
-            executor_fn=_executor_factory(worker, default_num_clients, data_backend), **_CONTEXT_ARGS
+            executor_fn=_executor_factory(worker, default_num_clients, data_backend, data_executor),
+            **_CONTEXT_ARGS,
         )
 
     def __repr__(self) -> str:
@@ -321,6 +325,7 @@ def create_execution_context(
     max_concurrent_computation_calls: int = -1,
     startup_timeout: float = 60.0,
     private_network: bool | None = None,
+    data_executor: Callable[[executor_base.Executor, DataBackend], executor_base.Executor] = DataExecutor,
 ) -> _WorkerExecutionContext:
     """Returns a TFF execution context that resolves data URIs with `data_backend`.
 
@@ -344,15 +349,24 @@ def create_execution_context(
       private_network: whether to contain the worker in a network of its
         own (see `tutorial_helpers.worker_process.WorkerProcess`): None, the
         default, contains it where the system allows and warns where not.
+      data_executor: what resolves the data references: called with TFF's
+        `RemoteExecutor` and `data_backend`, it returns the executor the
+        context uses. The default is this module's `DataExecutor`; notebook
+        03 passes the one it builds step by step.
     """
     _check_backend(data_backend)
+    if not callable(data_executor):
+        raise TypeError(
+            f"data_executor must be a class or function taking (target_executor, data_backend), "
+            f"got {data_executor!r}."
+        )
     worker = WorkerProcess(
         max_concurrent_computation_calls=max_concurrent_computation_calls,
         startup_timeout=startup_timeout,
         private_network=private_network,
     )
     try:
-        return _WorkerExecutionContext(data_backend, worker, default_num_clients)
+        return _WorkerExecutionContext(data_backend, worker, default_num_clients, data_executor)
     except BaseException:
         worker.stop()
         raise
