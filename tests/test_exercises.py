@@ -69,17 +69,45 @@ def test_label_zero(emnist, capsys):
 def test_other_clients(emnist, capsys):
     train, _ = emnist
     process = model.build_fed_avg()
-    with remote_data.create_execution_context(ClientDataBackend(train)):
-        namespace = run_solution(
-            "04_other_clients.py", tff=tff, iterative_process=process, dataset_type=DATASET_TYPE
-        )
-    history = namespace["other_history"]
-    exercises.check_other_clients_history(history, train)
+    evaluation_process = tff.learning.algorithms.build_fed_eval(model.model_fn)
+    backend = ClientDataBackend(train)
+    eval_backend = ClientDataBackend(train, preprocess_fn=lambda ds: data.preprocess(ds, num_epochs=1))
+    namespace = run_solution(
+        "04_other_clients.py", tff=tff, remote_data=remote_data, backend=backend, eval_backend=eval_backend,
+        dataset_type=DATASET_TYPE, iterative_process=process, evaluation_process=evaluation_process,
+    )
+    history, evaluation = namespace["other_history"], namespace["other_evaluation"]
+    exercises.check_other_clients(history, evaluation, train)
     assert "Correct!" in capsys.readouterr().out
-    exercises.check_other_clients_history(None, train)
+    exercises.check_other_clients(None, None, train)
     assert "Not solved yet" in capsys.readouterr().out
-    exercises.check_other_clients_history(history[:2], train)  # Too few rounds.
+    exercises.check_other_clients(history[:2], evaluation, train)  # Too few rounds.
     assert "should hold 3 rounds" in capsys.readouterr().out
+    exercises.check_other_clients(history, None, train)  # Training done, evaluation not yet.
+    assert "other_evaluation is still None" in capsys.readouterr().out
+
+    # The typical slips, run for real: each round from the initial state; the
+    # evaluation with the training backend (10 epochs); the untrained weights.
+    handle = namespace["other_handle"]
+    eval_handle = namespace["eval_handle"]
+    with remote_data.create_execution_context(backend):
+        initial = process.initialize()
+        not_carried = [process.next(initial, handle).metrics for _ in range(3)]
+        ten_epochs = evaluation_process.next(
+            evaluation_process.set_model_weights(
+                evaluation_process.initialize(), process.get_model_weights(namespace["other_state"])
+            ),
+            eval_handle,
+        )
+    with remote_data.create_execution_context(eval_backend):
+        untrained = evaluation_process.next(evaluation_process.initialize(), eval_handle)
+    exercises.check_other_clients(not_carried, evaluation, train)
+    assert "pass each round's result.state" in capsys.readouterr().out
+    metrics = lambda output: output.metrics["client_work"]["eval"]["current_round_metrics"]  # noqa: E731
+    exercises.check_other_clients(history, metrics(ten_epochs), train)
+    assert "evaluate in a context with eval_backend" in capsys.readouterr().out
+    exercises.check_other_clients(history, metrics(untrained), train)
+    assert "that of the untrained model" in capsys.readouterr().out
 
 
 def small_client_data(num_clients: int):
@@ -108,29 +136,111 @@ def test_the_even_clients_check_fits_the_data_it_is_given(num_clients, capsys):
     assert "uri://1 should be rejected" in out and "uri://97" not in out
 
 
-def fake_history(examples_per_round: int, rounds: int = 3):
+def fake_history(examples_per_round: int, rounds: int = 3, losses=(2.0, 1.5, 1.0)):
     return [
-        {"client_work": {"train": {"num_examples": examples_per_round,
+        {"client_work": {"train": {"num_examples": examples_per_round, "loss": losses[i],
                                    "sparse_categorical_accuracy": 0.5}}}
-        for _ in range(rounds)
+        for i in range(rounds)
     ]
+
+
+def fake_evaluation(num_examples: int, loss: float = 1.0):
+    return {"num_examples": num_examples, "loss": loss, "sparse_categorical_accuracy": 0.6}
 
 
 def test_the_training_check_counts_the_examples_of_the_clients_it_is_given(capsys):
     small = small_client_data(4)  # 1, 2, 3, 1 examples.
-    exercises.check_other_clients_history(fake_history(3 * data.NUM_EPOCHS), small, clients=[1, 3])
-    assert "Correct! Training accuracy on clients 1, 3:" in capsys.readouterr().out
-    exercises.check_other_clients_history(fake_history(6 * data.NUM_EPOCHS), small, clients=range(0, 3))
-    assert "Correct! Training accuracy on clients 0-2:" in capsys.readouterr().out
-    exercises.check_other_clients_history(fake_history(99), small, clients=range(0, 3))
+    check = exercises.check_other_clients
+    check(fake_history(3 * data.NUM_EPOCHS), fake_evaluation(3), small, clients=[1, 3], eval_clients=[0, 1])
+    assert "Correct! Training accuracy on clients 1, 3 by round:" in capsys.readouterr().out
+    check(fake_history(6 * data.NUM_EPOCHS), fake_evaluation(1), small, clients=range(0, 3), eval_clients=[3])
+    assert "Correct! Training accuracy on clients 0-2 by round:" in capsys.readouterr().out
+    check(fake_history(99), fake_evaluation(1), small, clients=range(0, 3), eval_clients=[3])
     assert "clients 0-2 hold 6 x 10 epochs = 60" in capsys.readouterr().out
+    check(fake_history(60, losses=(2.0, 2.0, 2.0)), fake_evaluation(1), small, clients=range(0, 3),
+          eval_clients=[3])
+    assert "Every round gave the same metrics" in capsys.readouterr().out
+    check(fake_history(60, losses=(1.0, 1.5, 2.0)), fake_evaluation(1), small, clients=range(0, 3),
+          eval_clients=[3])
+    assert "The loss did not fall" in capsys.readouterr().out
+    check(fake_history(60), fake_evaluation(4), small, clients=range(0, 3), eval_clients=[3])
+    assert "The evaluation saw 4 digits; clients 3 hold 1" in capsys.readouterr().out
+    check(fake_history(60), fake_evaluation(1, loss=float(np.log(10))), small, clients=range(0, 3),
+          eval_clients=[3])
+    assert "untrained model" in capsys.readouterr().out
+    check(fake_history(60), [0.5], small, clients=range(0, 3), eval_clients=[3])
+    assert "should be the dict under" in capsys.readouterr().out
 
 
 def test_the_checks_reject_clients_the_data_does_not_have():
     small = small_client_data(4)
     with pytest.raises(ValueError, match=r"clients must name .* index from 0 to 3 .* got \[4, 5, 6\]"):
-        exercises.check_other_clients_history(fake_history(0), small, clients=range(3, 7))
+        exercises.check_other_clients(fake_history(0), None, small, clients=range(3, 7))
+    with pytest.raises(ValueError, match=r"eval_clients must name .* got \[9\]"):
+        exercises.check_other_clients(fake_history(0), None, small, clients=[0], eval_clients=[9])
     with pytest.raises(ValueError, match=r"num_clients must name at least one client"):
         exercises.check_label_zero_count(lambda handle: 0, DATASET_TYPE, small, num_clients=0)
     with pytest.raises(ValueError, match=r"num_clients .* got \[4\]"):
         exercises.check_label_zero_count(lambda handle: 0, DATASET_TYPE, small, num_clients=5)
+
+
+def test_caching_backend(emnist, capsys):
+    train, _ = emnist
+    namespace = run_solution("05_caching_backend.py", remote_data=remote_data)
+    exercises.check_caching_backend(namespace["CachingBackend"], train, DATASET_TYPE)
+    assert "Correct!" in capsys.readouterr().out
+
+    class UnsolvedCache(remote_data.DataBackend):  # The exercise as handed out.
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def materialize(self, data, type_spec):
+            raise NotImplementedError
+
+    exercises.check_caching_backend(UnsolvedCache, train, DATASET_TYPE)
+    assert "Not solved yet" in capsys.readouterr().out
+
+    class CachePerCall(UnsolvedCache):  # A cache that lives only as long as one call.
+        async def materialize(self, data, type_spec):
+            cache = {}
+            if data.uri not in cache:
+                cache[data.uri] = await self.inner.materialize(data, type_spec)
+            return cache[data.uri]
+
+    exercises.check_caching_backend(CachePerCall, train, DATASET_TYPE)
+    assert "Round 2 asked the inner backend 5 more times" in capsys.readouterr().out
+
+    class OneDatasetForAll(UnsolvedCache):  # Cached, but not keyed on the URI.
+        dataset = None
+
+        async def materialize(self, data, type_spec):
+            if self.dataset is None:
+                self.dataset = await self.inner.materialize(data, type_spec)
+            return self.dataset
+
+    exercises.check_caching_backend(OneDatasetForAll, train, DATASET_TYPE)
+    assert "Is the cache keyed on data.uri?" in capsys.readouterr().out
+
+
+def test_worker_side_filter(emnist, capsys):
+    train, _ = emnist
+    namespace = run_solution("06_worker_side_filter.py", data=data)
+    exercises.check_worker_side_filter(namespace["keep_digits_0_to_4"], train, DATASET_TYPE)
+    out = capsys.readouterr().out
+    assert "Correct!" in out and "controller sent only their ids" in out
+
+    def unsolved(dataset):
+        raise NotImplementedError
+
+    exercises.check_worker_side_filter(unsolved, train, DATASET_TYPE)
+    assert "Not solved yet" in capsys.readouterr().out
+
+    # Off by one: the 5s are kept too.
+    exercises.check_worker_side_filter(
+        lambda dataset: data.preprocess(dataset.filter(lambda e: e["label"] <= 5)), train, DATASET_TYPE)
+    assert "Examples labelled 5 to 9 reached the training" in capsys.readouterr().out
+
+    # Filtered, but not preprocessed: not what the learning process takes.
+    exercises.check_worker_side_filter(
+        lambda dataset: dataset.filter(lambda e: e["label"] < 5), train, DATASET_TYPE)
+    assert "Apply the tutorial's preprocessing" in capsys.readouterr().out

@@ -10,7 +10,6 @@ notebooks/solutions/ so that it is not the first thing a learner sees.
 from __future__ import annotations
 
 import asyncio
-import collections
 
 import numpy as np
 import tensorflow as tf
@@ -157,33 +156,236 @@ def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clie
     _verdict(problems, f"{expected} examples labelled 0 on clients {_span(indices)}.")
 
 
-def check_other_clients_history(history, client_data, clients=range(5, 10), rounds: int = 3) -> None:
-    """Exercise 04: training by URI on the clients with indices `clients`, `rounds` rounds.
+def _train_metrics(history) -> list[dict]:
+    return [m.get("client_work", {}).get("train", {}) for m in history]
 
-    Each round must have trained on exactly those clients' examples, counted
-    here from `client_data` (epochs included).
-    """
-    clients = _client_indices(client_data, clients, "clients")
-    if history is None:
-        print(_NOT_YET.format(hint="history is still None.", solution="04_other_clients.py"))
-        return
+
+def _history_problems(history, client_data, clients, rounds) -> list[str]:
     problems = []
     if len(history) != rounds:
-        problems.append(f"history should hold {rounds} rounds of metrics, it holds {len(history)}.")
+        problems.append(f"other_history should hold {rounds} rounds of metrics, it holds {len(history)}.")
     ids = client_data.client_ids
     examples = sum(len(list(client_data.create_tf_dataset_for_client(ids[i]))) for i in clients)
     expected = examples * kit_data.NUM_EPOCHS
-    for round_num, metrics in enumerate(history, start=1):
-        train = metrics.get("client_work", {}).get("train", {})
-        if train.get("num_examples") != expected:
+    train = _train_metrics(history)
+    for round_num, metrics in enumerate(train, start=1):
+        if metrics.get("num_examples") != expected:
             problems.append(
-                f"Round {round_num} trained on {train.get('num_examples')} examples; clients "
-                f"{_span(clients)} hold {examples} x {kit_data.NUM_EPOCHS} epochs "
-                f"= {expected}."
+                f"Round {round_num} trained on {metrics.get('num_examples')} examples; clients "
+                f"{_span(clients)} hold {examples} x {kit_data.NUM_EPOCHS} epochs = {expected}."
             )
-    accuracies = [m["client_work"]["train"]["sparse_categorical_accuracy"] for m in history
-                  if "train" in m.get("client_work", {})]
-    summary = collections.OrderedDict(
-        (f"round {i}", round(float(a), 3)) for i, a in enumerate(accuracies, 1)
-    )
-    _verdict(problems, f"Training accuracy on clients {_span(clients)}: {dict(summary)}.")
+    losses = [float(m.get("loss", np.nan)) for m in train]
+    if len(losses) > 1 and not problems:
+        if np.allclose(losses, losses[0], rtol=1e-6):
+            problems.append(
+                "Every round gave the same metrics, so every round started from the same model: "
+                "pass each round's result.state to the next call of next()."
+            )
+        elif not losses[-1] < losses[0]:
+            problems.append(f"The loss did not fall from round 1 to round {len(losses)} ({losses}): "
+                            "is the state carried from round to round?")
+    return problems
+
+
+def _evaluation_problems(evaluation, client_data, eval_clients) -> list[str]:
+    if evaluation is None:
+        return ["other_evaluation is still None: evaluate the trained model with evaluation_process "
+                "(in a context with eval_backend) and keep its current_round_metrics."]
+    if not isinstance(evaluation, dict) or "num_examples" not in evaluation:
+        return ["other_evaluation should be the dict under "
+                "output.metrics['client_work']['eval']['current_round_metrics'], with "
+                f"'num_examples', 'loss' and 'sparse_categorical_accuracy'; got {type(evaluation).__name__}."]
+    ids = client_data.client_ids
+    digits = sum(len(list(client_data.create_tf_dataset_for_client(ids[i]))) for i in eval_clients)
+    count = int(evaluation["num_examples"])
+    if count == digits * kit_data.NUM_EPOCHS:
+        return [f"The evaluation saw every digit {kit_data.NUM_EPOCHS} times ({count} examples): "
+                "evaluate in a context with eval_backend, which serves one epoch."]
+    if count != digits:
+        return [f"The evaluation saw {count} digits; clients {_span(eval_clients)} hold {digits}. "
+                f"Evaluate on uri://{eval_clients[0]} to uri://{eval_clients[-1]}."]
+    # A model of all-zero weights, the initial one, gives every digit probability
+    # 1/10, so its loss is ln 10 whatever the data.
+    if abs(float(evaluation["loss"]) - np.log(10)) < 1e-3:
+        return ["The loss is ln 10 = 2.303, that of the untrained model: give the evaluation the "
+                "trained weights, evaluation_process.set_model_weights(evaluation_process.initialize(), "
+                "iterative_process.get_model_weights(<your final state>))."]
+    return []
+
+
+def check_other_clients(history, evaluation, client_data, clients=range(5, 10), eval_clients=range(0, 5),
+                        rounds: int = 3) -> None:
+    """Exercise 04: train `rounds` rounds by URI on `clients`, then evaluate on `eval_clients`.
+
+    Each round must have trained on exactly those clients' examples, counted
+    here from `client_data` (epochs included), starting from the previous
+    round's state; the evaluation must have seen each digit of `eval_clients`
+    once, with the trained weights.
+    """
+    clients = _client_indices(client_data, clients, "clients")
+    eval_clients = _client_indices(client_data, eval_clients, "eval_clients")
+    if history is None:
+        print(_NOT_YET.format(hint="other_history is still None.", solution="04_other_clients.py"))
+        return
+    problems = _history_problems(history, client_data, clients, rounds)
+    problems += _evaluation_problems(evaluation, client_data, eval_clients)
+    accuracies = [round(float(m.get("sparse_categorical_accuracy", np.nan)), 3) for m in _train_metrics(history)]
+    success = f"Training accuracy on clients {_span(clients)} by round: {accuracies}"
+    if not problems:
+        success += (f"; on clients {_span(eval_clients)}, never trained on: "
+                    f"{float(evaluation['sparse_categorical_accuracy']):.3f}.")
+    _verdict(problems, success)
+
+
+class _CountingBackend:
+    """Serves `uri://<index>` from `client_data`, counting how often each URI was asked for.
+
+    It stands in for `HttpDataBackend` in the caching check: one call here is
+    one HTTP request there.
+    """
+
+    def __init__(self, client_data):
+        from tutorial_helpers.backends import ClientDataBackend
+
+        self._backend = ClientDataBackend(client_data)
+        self.calls: dict[str, int] = {}
+
+    async def materialize(self, data, type_spec):
+        self.calls[data.uri] = self.calls.get(data.uri, 0) + 1
+        await asyncio.sleep(0.001)  # A real fetch waits; let the others of the round start.
+        return await self._backend.materialize(data, type_spec)
+
+
+def _same_examples(dataset, expected) -> bool:
+    """The same examples, in any order: a dataset that shuffles reshuffles each time it
+    is read here (the worker reads a fresh copy each round)."""
+
+    def examples(ds):
+        return sorted((int(e["y"].sum()), e["x"].tobytes()) for e in ds.as_numpy_iterator())
+
+    return examples(dataset) == examples(expected)
+
+
+def check_caching_backend(caching_backend_class, client_data, dataset_type, num_clients: int = 5) -> None:
+    """Exercise 05: a backend that fetches each URI from its inner backend only once.
+
+    Builds `caching_backend_class(inner)` around a counting backend, runs two
+    "rounds" over the first `num_clients` clients (all of a round's URIs at
+    once, as the runtime asks for them), then one more client, and checks the
+    datasets and how many times each URI reached the inner backend.
+    """
+    indices = _client_indices(client_data, range(num_clients), "num_clients")
+    uris = [f"uri://{i}" for i in indices]
+    inner = _CountingBackend(client_data)
+    not_yet = _NOT_YET.format(hint="materialize still raises NotImplementedError.",
+                              solution="05_caching_backend.py")
+    try:
+        backend = caching_backend_class(inner)
+    except NotImplementedError:
+        print(not_yet)
+        return
+    except Exception as e:  # noqa: BLE001 (the learner's code may raise anything)
+        print(f"Not right yet:\n  - CachingBackend(inner) raised {type(e).__name__}: {e}")
+        return
+
+    async def one_round(round_uris):
+        return await asyncio.gather(
+            *(backend.materialize(pb.Data(uri=uri), dataset_type) for uri in round_uris))
+
+    problems, rounds = [], {}
+    for name, round_uris in (("round 1", uris), ("round 2", uris), ("a new client", [f"uri://{num_clients}"])):
+        before = sum(inner.calls.values())
+        try:
+            datasets = _run(one_round(round_uris))
+        except NotImplementedError:
+            print(not_yet)
+            return
+        except Exception as e:  # noqa: BLE001
+            print(f"Not right yet:\n  - In {name}, materialize raised {type(e).__name__}: {e}")
+            return
+        rounds[name] = sum(inner.calls.values()) - before
+        for uri, dataset in zip(round_uris, datasets, strict=True):
+            index = int(uri.removeprefix("uri://"))
+            expected = kit_data.client_dataset(client_data, index)
+            if not isinstance(dataset, tf.data.Dataset) or not _same_examples(dataset, expected):
+                problems.append(f"In {name}, {uri} did not give the examples of client {index}. "
+                                "Is the cache keyed on data.uri?")
+                break
+    if rounds["round 1"] != len(uris):
+        problems.append(f"Round 1 should fetch each of its {len(uris)} clients once from the inner "
+                        f"backend; it fetched {rounds['round 1']} times.")
+    if rounds["round 2"]:
+        problems.append(f"Round 2 asked the inner backend {rounds['round 2']} more times for the "
+                        "same clients. Keep the cache on self (made in __init__), so that it "
+                        "outlives one call of materialize.")
+    if rounds["a new client"] != 1:
+        problems.append(f"A client not seen before should be fetched once; it was fetched "
+                        f"{rounds['a new client']} times.")
+    _verdict(problems, f"Clients {_span(indices)} were fetched once in round 1 and served from the "
+                       "cache in round 2: over HTTP, round 2 would send no request.")
+
+
+def check_worker_side_filter(preprocess_fn, client_data, dataset_type, num_clients: int = 3) -> None:
+    """Exercise 06: a preprocessing function, run in a TFF worker, that keeps digits 0 to 4.
+
+    Builds the dataset computation of `client_data.preprocess(preprocess_fn)`,
+    composes it with a computation that counts the labels of the clients'
+    examples, runs that on the first `num_clients` clients in a one-worker
+    context (the controller sends only their ids), and compares with the
+    tutorial's preprocessing of the examples labelled 0 to 4, done here.
+    """
+    from tutorial_helpers.multi_worker import create_multi_worker_context
+
+    indices = _client_indices(client_data, range(num_clients), "num_clients")
+    ids = [client_data.client_ids[i] for i in indices]
+    try:
+        local = preprocess_fn(client_data.create_tf_dataset_for_client(ids[0]))
+    except NotImplementedError:
+        print(_NOT_YET.format(hint="keep_digits_0_to_4 still raises NotImplementedError.",
+                              solution="06_worker_side_filter.py"))
+        return
+    except Exception as e:  # noqa: BLE001 (the learner's code may raise anything)
+        print(f"Not right yet:\n  - On a client's raw dataset it raised {type(e).__name__}: {e}")
+        return
+    spec = getattr(local, "element_spec", None)
+    element_type = tff.types.tensorflow_to_type(spec) if spec is not None else None
+    if element_type is None or not dataset_type.element.is_assignable_from(element_type):
+        print(f"Not right yet:\n  - The function should return a dataset of {dataset_type.element}, "
+              f"as the learning process takes; it returned {spec if spec is not None else local!r}. "
+              "Apply the tutorial's preprocessing (data.preprocess) to what you keep.")
+        return
+
+    @tff.tensorflow.computation(dataset_type)
+    def label_counts(dataset):
+        def add(counts, batch):
+            return counts + tf.math.bincount(tf.reshape(batch["y"], [-1]), minlength=10,
+                                             maxlength=10, dtype=tf.int32)
+
+        return dataset.reduce(tf.zeros([10], tf.int32), add)
+
+    @tff.federated_computation(tff.FederatedType(dataset_type, tff.CLIENTS))
+    def total_label_counts(datasets):
+        return tff.federated_sum(tff.federated_map(label_counts, datasets))
+
+    dataset_computation = client_data.preprocess(preprocess_fn).dataset_computation
+    on_workers = tff.simulation.compose_dataset_computation_with_computation(
+        dataset_computation, total_label_counts)
+    with create_multi_worker_context(1) as ctx:
+        counts = np.asarray(on_workers(ids))
+        sent = ctx.client_value_bytes
+    expected = np.zeros(10, np.int64)
+    for client_id in ids:
+        raw = client_data.create_tf_dataset_for_client(client_id)
+        for batch in kit_data.preprocess(raw.filter(lambda e: e["label"] < 5)).as_numpy_iterator():
+            expected += np.bincount(batch["y"].reshape(-1), minlength=10)
+    problems = []
+    if counts[5:].any():
+        problems.append(f"Examples labelled 5 to 9 reached the training: {counts[5:].sum()} of them "
+                        f"(labels 0-9: {counts.tolist()}). Filter on the raw example's 'label'.")
+    if not np.array_equal(counts[:5], expected[:5]):
+        problems.append(f"Digits 0 to 4 should count {expected[:5].tolist()} on clients "
+                        f"{_span(indices)} ({kit_data.NUM_EPOCHS} epochs, as the tutorial's "
+                        f"preprocessing repeats them); the worker counted {counts[:5].tolist()}.")
+    _verdict(problems, f"The worker kept {int(counts.sum())} examples labelled 0 to 4 "
+                       f"({kit_data.NUM_EPOCHS} epochs) of clients {_span(indices)}, and the "
+                       f"controller sent only their ids ({sent} bytes).")
