@@ -58,3 +58,40 @@ def test_bad_history_gets_errors_that_say_what_is_wrong():
         plot_training_curves([{"accuracy": 0.5, "loss": 1.0}, {"loss": 1.0}])
     with pytest.raises(TypeError, match=r"history\[0\] is a float"):
         plot_training_curves([0.5])
+
+
+def test_label_distributions_draw_the_given_writers_and_a_histogram(tmp_path):
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from tutorial_helpers.plotting import plot_label_distributions
+
+    counts = {"a": np.array([5, 5, 0]), "b": np.array([0, 2, 8]), "c": np.array([0, 0, 1])}
+    target = tmp_path / "figures" / "labels.png"
+    fig = plot_label_distributions(
+        counts, {"typical": ["a", "b"], "tiny": ["c"]}, distance={"a": 0.1, "b": 0.5, "c": 0.9},
+        min_digits=5, title="Labels", save_to=target,
+    )
+    assert isinstance(fig, Figure)
+    *panels, ax_sizes = fig.axes
+    assert len(panels) == 3
+    assert [p.patches[i].get_height() for p, i in ((panels[0], 0), (panels[1], 2))] == [0.5, 0.8]
+    assert panels[2].get_title() == "c: 1 digit, distance 0.90"
+    assert panels[0].get_ylabel() == "typical\nshare of digits"
+    # The line is everyone's shares: 5/21, 7/21, 9/21.
+    assert list(panels[0].get_lines()[0].get_ydata()) == pytest.approx([5 / 21, 7 / 21, 9 / 21])
+    assert sum(p.get_height() for p in ax_sizes.patches) == 3
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_label_distributions_say_what_is_missing():
+    import numpy as np
+
+    from tutorial_helpers.plotting import plot_label_distributions
+
+    with pytest.raises(ValueError, match="counts is empty"):
+        plot_label_distributions({}, {"row": ["a"]})
+    with pytest.raises(ValueError, match=r"does not have: \['z'\]"):
+        plot_label_distributions({"a": np.array([1, 2])}, {"row": ["a", "z"]})
+    with pytest.raises(ValueError, match="empty row"):
+        plot_label_distributions({"a": np.array([1, 2])}, {"row": []})

@@ -83,6 +83,75 @@ def plot_training_curves(
     return fig
 
 
+def plot_label_distributions(
+    counts: Mapping[str, Any],
+    rows: Mapping[str, Sequence[str]],
+    *,
+    distance: Mapping[str, float] | None = None,
+    min_digits: int | None = None,
+    title: str = "Labels per writer (bars) against all writers (line), and digits per writer",
+    save_to: str | os.PathLike | None = None,
+) -> Figure:
+    """Bar charts of some writers' label shares against everyone's, next to a histogram of data per writer.
+
+    Args:
+      counts: for every writer, its number of examples of each label, e.g.
+        `{client_id: np.bincount(labels, minlength=10)}`. The line in each panel
+        (all writers' shares) and the histogram use all of them.
+      rows: the writers to draw, one row of panels per entry: `{row label: client ids}`.
+        Each row gets its own vertical scale.
+      distance: optional `{client_id: distance}`, shown in each panel's title.
+      min_digits: optional threshold, marked in the histogram as a dashed line.
+      title: the figure's title.
+      save_to: optional path; the figure is also saved there, creating the
+        directory if needed.
+
+    Returns:
+      The matplotlib Figure: one axes per drawn writer, then the histogram.
+    """
+    import numpy as np
+
+    if not counts:
+        raise ValueError("counts is empty: count the labels of at least one writer.")
+    if not rows or not all(len(ids) for ids in rows.values()):
+        raise ValueError("rows is empty or has an empty row: give each row at least one client id.")
+    unknown = sorted({cid for ids in rows.values() for cid in ids} - set(counts))
+    if unknown:
+        raise ValueError(f"rows name writers that counts does not have: {unknown}.")
+    table = {cid: np.asarray(c, dtype=float) for cid, c in counts.items()}
+    overall = sum(table.values()) / sum(c.sum() for c in table.values())
+    labels = np.arange(len(overall))
+    ncols = max(len(ids) for ids in rows.values())
+    fig = plt.figure(figsize=(13, 2.6 * len(rows) + 0.6), layout="constrained")
+    grid = fig.add_gridspec(len(rows), ncols + 1, width_ratios=[1] * ncols + [1.2])
+    for r, (row_label, ids) in enumerate(rows.items()):
+        # One scale per row, so that small differences are visible in a row of balanced writers.
+        top = max(0.3, 1.15 * max((table[cid] / table[cid].sum()).max() for cid in ids))
+        for c, cid in enumerate(ids):
+            ax = fig.add_subplot(grid[r, c])
+            ax.bar(labels, table[cid] / table[cid].sum(), color="tab:blue", label="this writer")
+            ax.step(labels, overall, where="mid", color="black", label="all writers")
+            shown = f", distance {distance[cid]:.2f}" if distance is not None else ""
+            ax.set(xticks=labels, ylim=(0, min(top, 1.05)))
+            size = int(table[cid].sum())
+            ax.set_title(f"{cid}: {size} digit{'s' * (size != 1)}{shown}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{row_label}\nshare of digits")
+            if r == 0 and c == 0:
+                ax.legend(fontsize=8)
+    ax_sizes = fig.add_subplot(grid[:, ncols])
+    ax_sizes.hist([c.sum() for c in table.values()], bins=20, color="tab:gray")
+    if min_digits is not None:
+        ax_sizes.axvline(min_digits, color="black", linestyle="--", label=f"{min_digits} digits")
+        ax_sizes.legend(fontsize=8)
+    ax_sizes.set(title="Digits per writer", xlabel="training digits", ylabel="writers")
+    fig.suptitle(title)
+    if save_to is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
+        fig.savefig(save_to, dpi=100)
+    return fig
+
+
 def plot_round_costs(costs, *, title: str = "What a round costs", save_to=None) -> Figure:
     """Bar charts of seconds per round and bytes through the controller per round.
 
