@@ -90,3 +90,50 @@ def test_notebooks_are_valid_nbformat(path):
     import nbformat
 
     nbformat.validate(nbformat.read(path, as_version=4))
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_overview_states_prerequisites_and_time(path):
+    overview = next(source(c) for c in load(path)["cells"] if source(c).startswith("## Overview"))
+    assert "**Prerequisites:**" in overview
+    assert re.search(r"\*\*Time:\*\* about \d+ minutes", overview)
+
+
+MAX_CODE_LINES = 20  # "About 15": a class with its methods may need a few more.
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_code_cells_are_short(path):
+    for cell in load(path)["cells"][2:]:  # The licence cell is exempt.
+        text = source(cell)
+        if cell["cell_type"] == "code" and not text.startswith("#@title"):
+            assert text.count("\n") < MAX_CODE_LINES, text[:80]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_outputs_carry_no_long_paths_or_type_dumps(path):
+    for cell in load(path)["cells"]:
+        for output in cell.get("outputs", []):
+            text = output.get("text") or output.get("data", {}).get("text/plain", "")
+            for line in "".join(text).splitlines():
+                # Progress bars redraw on one line; their parts are short.
+                assert len(line) <= 200 or "it/s]" in line or "s/it]" in line, line[:120]
+                longest = max(line.split(), key=len, default="")
+                assert len(longest) <= 100, longest
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_images_the_notebooks_show_are_in_the_repository(path):
+    for cell in load(path)["cells"]:
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", source(cell)):
+            image = NOTEBOOKS / target
+            assert image.is_file(), target
+            assert "figures/" not in target, "figures/ holds what the notebooks draw; it is not committed"
+            if image.suffix == ".svg":
+                import xml.etree.ElementTree as ET
+
+                root = ET.parse(image).getroot()
+                assert root.get("viewBox") and root.find("{http://www.w3.org/2000/svg}title") is not None
+                # Self-contained: it must show the same from disk, Colab or a docs site.
+                assert not list(root.iter("{http://www.w3.org/2000/svg}script"))
+                assert "http" not in image.read_text().replace("http://www.w3.org/", "")
