@@ -93,6 +93,12 @@ def test_other_clients(emnist, capsys):
     with remote_data.create_execution_context(backend):
         initial = process.initialize()
         not_carried = [process.next(initial, handle).metrics for _ in range(3)]
+        trained_further = []
+        continued = namespace["other_state"]
+        for _ in range(3):
+            result = process.next(continued, handle)
+            continued = result.state
+            trained_further.append(result.metrics)
         ten_epochs = evaluation_process.next(
             evaluation_process.set_model_weights(
                 evaluation_process.initialize(), process.get_model_weights(namespace["other_state"])
@@ -101,6 +107,8 @@ def test_other_clients(emnist, capsys):
         )
     with remote_data.create_execution_context(eval_backend):
         untrained = evaluation_process.next(evaluation_process.initialize(), eval_handle)
+    exercises.check_other_clients(trained_further, evaluation, train)  # Not a fresh model.
+    assert "far below a fresh model's" in capsys.readouterr().out
     exercises.check_other_clients(not_carried, evaluation, train)
     assert "pass each round's result.state" in capsys.readouterr().out
     metrics = lambda output: output.metrics["client_work"]["eval"]["current_round_metrics"]  # noqa: E731
@@ -136,7 +144,7 @@ def test_the_even_clients_check_fits_the_data_it_is_given(num_clients, capsys):
     assert "uri://1 should be rejected" in out and "uri://97" not in out
 
 
-def fake_history(examples_per_round: int, rounds: int = 3, losses=(2.0, 1.5, 1.0)):
+def fake_history(examples_per_round: int, rounds: int = 3, losses=(10.0, 6.0, 4.0)):
     return [
         {"client_work": {"train": {"num_examples": examples_per_round, "loss": losses[i],
                                    "sparse_categorical_accuracy": 0.5}}}
@@ -157,10 +165,10 @@ def test_the_training_check_counts_the_examples_of_the_clients_it_is_given(capsy
     assert "Correct! Training accuracy on clients 0-2 by round:" in capsys.readouterr().out
     check(fake_history(99), fake_evaluation(1), small, clients=range(0, 3), eval_clients=[3])
     assert "clients 0-2 hold 6 x 10 epochs = 60" in capsys.readouterr().out
-    check(fake_history(60, losses=(2.0, 2.0, 2.0)), fake_evaluation(1), small, clients=range(0, 3),
+    check(fake_history(60, losses=(10.0, 10.0, 10.0)), fake_evaluation(1), small, clients=range(0, 3),
           eval_clients=[3])
     assert "Every round gave the same metrics" in capsys.readouterr().out
-    check(fake_history(60, losses=(1.0, 1.5, 2.0)), fake_evaluation(1), small, clients=range(0, 3),
+    check(fake_history(60, losses=(10.0, 11.0, 12.0)), fake_evaluation(1), small, clients=range(0, 3),
           eval_clients=[3])
     assert "The loss did not fall" in capsys.readouterr().out
     check(fake_history(60), fake_evaluation(4), small, clients=range(0, 3), eval_clients=[3])
@@ -168,6 +176,9 @@ def test_the_training_check_counts_the_examples_of_the_clients_it_is_given(capsy
     check(fake_history(60), fake_evaluation(1, loss=float(np.log(10))), small, clients=range(0, 3),
           eval_clients=[3])
     assert "untrained model" in capsys.readouterr().out
+    check(fake_history(60, losses=(2.0, 1.5, 1.0)), fake_evaluation(1), small, clients=range(0, 3),
+          eval_clients=[3])
+    assert "far below a fresh model's" in capsys.readouterr().out
     check(fake_history(60), [0.5], small, clients=range(0, 3), eval_clients=[3])
     assert "should be the dict under" in capsys.readouterr().out
 
