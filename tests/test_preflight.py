@@ -1,0 +1,43 @@
+"""scripts/preflight: each decision from given facts, and one real run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tutorial_helpers import preflight
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_decisions_from_given_facts():
+    assert preflight.check_platform("Linux", "x86_64").status == "ok"
+    mac = preflight.check_platform("Darwin", "arm64")
+    assert mac.status == "FIX" and "container" in mac.message and "Darwin arm64" in mac.message
+    assert preflight.check_python((3, 11)).status == "ok"
+    assert "PYTHON=/path/to/python3.11" in preflight.check_python((3, 12)).message
+    assert preflight.check_disk(5 * 10**9, ROOT).status == "ok"
+    low = preflight.check_disk(2 * 10**8, ROOT)
+    assert low.status == "FIX" and "0.20 GB free" in low.message
+    assert "run scripts/setup" in preflight.check_kernel({}).message
+    other = {"tff-remote-data-kit": {"spec": {"argv": ["/elsewhere/bin/python", "-m", "ipykernel_launcher"]}}}
+    assert "not this clone's" in preflight.check_kernel(other).message
+    mine = {"tff-remote-data-kit": {"spec": {"argv": [sys.executable, "-m", "ipykernel_launcher"]}}}
+    assert preflight.check_kernel(mine).status == "ok"
+    assert preflight.check_private_network(True, "").status == "ok"
+    assert preflight.check_private_network(False, "no user namespaces").status == "note"
+
+
+def test_a_round_off_the_reference_is_reported():
+    off = [{"client_work": {"train": {"num_examples": 2880, "loss": 2.3, "sparse_categorical_accuracy": 0.5}}}]
+    result = preflight.check_training(off, 1.0)
+    assert result.status == "FIX" and "off the reference" in result.message
+
+
+def test_preflight_on_this_machine_says_ready():
+    run = subprocess.run([ROOT / "scripts" / "preflight"], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[-1].startswith("preflight: ready (")
+    for what in ("platform", "python", "disk", "kernel", "ports", "private network", "training"):
+        assert any(f" {what}: " in line for line in lines), what

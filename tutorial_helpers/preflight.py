@@ -1,0 +1,152 @@
+"""Is this machine ready for the workshop? `scripts/preflight` runs these checks.
+
+Each check prints one line, "ok", "note" (works, but read this) or "FIX"
+(what to do), and the run ends with "ready" or the number of things to fix.
+The checks: the platform, the Python, free disk, the kit's Jupyter kernel,
+local ports, private networks for TFF's workers, and one real round of
+Federated Averaging through a data backend, checked against the reference
+run. The decisions are plain functions of the facts, so they are tested with
+the facts given (tests/test_preflight.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MIN_FREE_GB = 1.0  # The sample data and the notebooks' outputs take tens of MB; TF's caches more.
+
+
+@dataclass
+class Result:
+    status: str  # "ok", "note" or "FIX"
+    what: str
+    message: str
+
+
+def check_platform(system: str, machine: str) -> Result:
+    if system == "Linux" and machine in ("x86_64", "AMD64"):
+        return Result("ok", "platform", f"{system} {machine}")
+    return Result("FIX", "platform", f"{system} {machine}: TFF 0.87 ships only for Linux x86-64. Use the "
+                  "kit's container, Binder, or a Linux x86-64 machine (README.md, 'Other ways to install').")
+
+
+def check_python(version: tuple[int, int]) -> Result:
+    if version == (3, 11):
+        return Result("ok", "python", "Python 3.11")
+    return Result("FIX", "python", f"Python {version[0]}.{version[1]}: the kit's environment is Python 3.11. "
+                  "Run scripts/setup with PYTHON=/path/to/python3.11.")
+
+
+def check_disk(free_bytes: int, path: Path) -> Result:
+    free_gb = free_bytes / 1e9
+    if free_gb >= MIN_FREE_GB:
+        return Result("ok", "disk", f"{free_gb:.1f} GB free at {path}")
+    return Result("FIX", "disk", f"only {free_gb:.2f} GB free at {path}: free at least {MIN_FREE_GB:g} GB.")
+
+
+def check_kernel(kernelspecs: dict) -> Result:
+    spec = kernelspecs.get("tff-remote-data-kit")
+    if spec is None:
+        return Result("FIX", "kernel", "the Jupyter kernel 'tff-remote-data-kit' is not registered: run scripts/setup.")
+    argv = spec.get("spec", {}).get("argv", [""])
+    if Path(argv[0]).resolve() != Path(sys.executable).resolve():
+        return Result("FIX", "kernel", f"the kernel 'tff-remote-data-kit' runs {argv[0]}, not this clone's "
+                      f"{sys.executable}: run scripts/setup again.")
+    return Result("ok", "kernel", "'Python 3.11 (TFF 0.87 remote data kit)' runs this clone's .venv")
+
+
+def check_local_port() -> Result:
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    except OSError as e:
+        return Result("FIX", "ports", f"cannot open a port on 127.0.0.1 ({e}): the data service needs one.")
+    return Result("ok", "ports", f"127.0.0.1 ports can be opened (e.g. {port})")
+
+
+def check_private_network(contained: bool, reason: str) -> Result:
+    if contained:
+        return Result("ok", "private network", "TFF workers run in a network of their own")
+    return Result("note", "private network", f"not available ({reason}): workers will listen on every "
+                  "interface, as TFF's own do. Use a trusted network (README.md, 'Processes').")
+
+
+def check_training(history, seconds: float) -> Result:
+    from tutorial_helpers import expected_results
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # Its "on track" line; ours says it.
+            expected_results.check_seed_training(history)
+    except AssertionError as e:
+        return Result("FIX", "training", f"one FedAvg round is off the reference run: {e}")
+    return Result("ok", "training", f"one FedAvg round through a DataBackend, on track ({seconds:.0f} s with start-up)")
+
+
+def run_one_round():
+    """Trains one round as notebook 04 does; returns its metrics history."""
+    import tensorflow_federated as tff
+
+    from tutorial_helpers import data, model, remote_data
+    from tutorial_helpers.backends import ClientDataBackend
+
+    train, _ = data.load_emnist(source="sample", verbose=False)
+    process = model.build_fed_avg()
+    handle = tff.framework.CreateDataDescriptor([f"uri://{i}" for i in range(5)], model.DATASET_TYPE)
+    with remote_data.create_execution_context(ClientDataBackend(train)):
+        return [process.next(process.initialize(), handle).metrics]
+
+
+def kernelspecs() -> dict:
+    listing = subprocess.run([str(Path(sys.executable).parent / "jupyter"), "kernelspec", "list", "--json"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    return json.loads(listing.stdout).get("kernelspecs", {}) if listing.returncode == 0 else {}
+
+
+def main() -> int:
+    start = time.monotonic()
+    results = [
+        check_platform(platform.system(), platform.machine()),
+        check_python(sys.version_info[:2]),
+        check_disk(shutil.disk_usage(ROOT).free, ROOT),
+        check_kernel(kernelspecs()),
+        check_local_port(),
+    ]
+    from tutorial_helpers.processes import private_network_status
+
+    results.append(check_private_network(*private_network_status()))
+    for result in results:
+        print(f"preflight: {result.status:4s} {result.what}: {result.message}", flush=True)
+    if not any(r.status == "FIX" for r in results):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        round_start = time.monotonic()
+        try:
+            history = run_one_round()
+            result = check_training(history, time.monotonic() - round_start)
+        except Exception as e:  # noqa: BLE001 (whatever fails, the learner needs to read it)
+            result = Result("FIX", "training", f"one FedAvg round failed: {type(e).__name__}: {e}")
+        print(f"preflight: {result.status:4s} {result.what}: {result.message}")
+        results.append(result)
+    problems = sum(r.status == "FIX" for r in results)
+    elapsed = time.monotonic() - start
+    if problems:
+        print(f"preflight: NOT READY, {problems} to fix (above), after {elapsed:.0f} s")
+        return 1
+    print(f"preflight: ready ({elapsed:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
