@@ -156,6 +156,12 @@ def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clie
     _verdict(problems, f"{expected} examples labelled 0 on clients {_span(indices)}.")
 
 
+def _count_examples(client_data, indices) -> int:
+    """How many raw examples the clients with these indices hold."""
+    ids = client_data.client_ids
+    return sum(len(list(client_data.create_tf_dataset_for_client(ids[i]))) for i in indices)
+
+
 def _train_metrics(history) -> list[dict]:
     return [m.get("client_work", {}).get("train", {}) for m in history]
 
@@ -170,8 +176,7 @@ def _history_problems(history, client_data, clients, rounds) -> list[str]:
     problems = []
     if len(history) != rounds:
         problems.append(f"other_history should hold {rounds} rounds of metrics, it holds {len(history)}.")
-    ids = client_data.client_ids
-    examples = sum(len(list(client_data.create_tf_dataset_for_client(ids[i]))) for i in clients)
+    examples = _count_examples(client_data, clients)
     expected = examples * kit_data.NUM_EPOCHS
     train = _train_metrics(history)
     for round_num, metrics in enumerate(train, start=1):
@@ -206,8 +211,7 @@ def _evaluation_problems(evaluation, client_data, eval_clients) -> list[str]:
         return ["other_evaluation should be the dict under "
                 "output.metrics['client_work']['eval']['current_round_metrics'], with "
                 f"'num_examples', 'loss' and 'sparse_categorical_accuracy'; got {type(evaluation).__name__}."]
-    ids = client_data.client_ids
-    digits = sum(len(list(client_data.create_tf_dataset_for_client(ids[i]))) for i in eval_clients)
+    digits = _count_examples(client_data, eval_clients)
     count = int(evaluation["num_examples"])
     if count == digits * kit_data.NUM_EPOCHS:
         return [f"The evaluation saw every digit {kit_data.NUM_EPOCHS} times ({count} examples): "
@@ -286,7 +290,6 @@ def check_caching_backend(caching_backend_class, client_data, dataset_type, num_
     datasets and how many times each URI reached the inner backend.
     """
     indices = _client_indices(client_data, range(num_clients), "num_clients")
-    uris = [f"uri://{i}" for i in indices]
     inner = _CountingBackend(client_data)
     not_yet = _NOT_YET.format(hint="materialize still raises NotImplementedError.",
                               solution="05_caching_backend.py")
@@ -304,7 +307,8 @@ def check_caching_backend(caching_backend_class, client_data, dataset_type, num_
             *(backend.materialize(pb.Data(uri=uri), dataset_type) for uri in round_uris))
 
     problems, rounds = [], {}
-    for name, round_uris in (("round 1", uris), ("round 2", uris), ("a new client", [f"uri://{num_clients}"])):
+    for name, round_indices in (("round 1", indices), ("round 2", indices), ("a new client", [num_clients])):
+        round_uris = [f"uri://{i}" for i in round_indices]
         before = sum(inner.calls.values())
         try:
             datasets = _run(one_round(round_uris))
@@ -315,15 +319,14 @@ def check_caching_backend(caching_backend_class, client_data, dataset_type, num_
             print(f"Not right yet:\n  - In {name}, materialize raised {type(e).__name__}: {e}")
             return
         rounds[name] = sum(inner.calls.values()) - before
-        for uri, dataset in zip(round_uris, datasets, strict=True):
-            index = int(uri.removeprefix("uri://"))
+        for index, uri, dataset in zip(round_indices, round_uris, datasets, strict=True):
             expected = kit_data.client_dataset(client_data, index)
             if not isinstance(dataset, tf.data.Dataset) or not _same_examples(dataset, expected):
                 problems.append(f"In {name}, {uri} did not give the examples of client {index}. "
                                 "Is the cache keyed on data.uri?")
                 break
-    if rounds["round 1"] != len(uris):
-        problems.append(f"Round 1 should fetch each of its {len(uris)} clients once from the inner "
+    if rounds["round 1"] != len(indices):
+        problems.append(f"Round 1 should fetch each of its {len(indices)} clients once from the inner "
                         f"backend; it fetched {rounds['round 1']} times.")
     if rounds["round 2"]:
         problems.append(f"Round 2 asked the inner backend {rounds['round 2']} more times for the "

@@ -12,6 +12,13 @@ from matplotlib.figure import Figure
 _ACCURACY_KEYS = ("sparse_categorical_accuracy", "accuracy")
 
 
+def _save(fig: Figure, save_to: str | os.PathLike | None, dpi: int) -> None:
+    """Saves `fig` to `save_to`, if given, creating its directory."""
+    if save_to is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
+        fig.savefig(save_to, dpi=dpi)
+
+
 def _training_metrics(round_metrics: Mapping[str, Any]) -> Mapping[str, Any]:
     """The per-round training metrics inside what `process.next(...).metrics` returns.
 
@@ -77,9 +84,7 @@ def plot_training_curves(
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
-    if save_to is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
-        fig.savefig(save_to, dpi=120)
+    _save(fig, save_to, dpi=120)
     return fig
 
 
@@ -146,9 +151,7 @@ def plot_label_distributions(
         ax_sizes.legend(fontsize=8)
     ax_sizes.set(title="Digits per writer", xlabel="training digits", ylabel="writers")
     fig.suptitle(title)
-    if save_to is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
-        fig.savefig(save_to, dpi=100)
+    _save(fig, save_to, dpi=100)
     return fig
 
 
@@ -170,16 +173,15 @@ def plot_round_costs(costs, *, title: str = "What a round costs", save_to=None) 
     ax_time.barh(names, seconds, color="tab:blue")
     ax_time.set(xlabel="seconds per round (median)", title="Time")
     ax_bytes.barh(names, kib, color="tab:orange")
-    ax_bytes.set(xlabel="KiB of client data through the controller per round (log scale)",
+    ax_bytes.set(xlabel="KiB of client data through the controller, per round",
                  title="Traffic", xscale="log")
     for ax, values, fmt in ((ax_time, seconds, "{:.2f} s"), (ax_bytes, kib, "{:,.1f} KiB")):
         ax.invert_yaxis()
         for y, value in enumerate(values):
             ax.text(value, y, " " + fmt.format(value), va="center", fontsize=9)
         ax.margins(x=0.25)
+    ax_bytes.set_xlim(right=max(kib) * 40)  # On a log scale: room for the largest label.
     ax_bytes.set_yticks(range(len(names)), [""] * len(names))
     fig.suptitle(title)
-    if save_to is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
-        fig.savefig(save_to, dpi=120)
+    _save(fig, save_to, dpi=120)
     return fig
