@@ -185,3 +185,15 @@ def test_the_cell_really_run_under_a_python_without_tff_says_what_to_do(tmp_path
     alone = _run_first_cell(python, tmp_path)
     assert alone.returncode == 1
     assert f"git clone {project_links.read_urls().clone}" in alone.stderr
+
+
+def test_a_set_up_kit_opened_with_another_pythons_kernel_is_told_to_change_kernel():
+    # E.g. Ubuntu 24.04's Python 3.12 kernel chosen next to the kit's .venv.
+    facts = dataclasses.replace(NO_KIT, python=(3, 12), in_kit_venv=False)
+    advice = setup_check.decide(facts)
+    assert advice.action == "advise" and setup_check.KERNEL_DISPLAY in advice.message
+
+
+def test_a_container_on_a_machine_tff_cannot_run_on_says_so_first():
+    facts = dataclasses.replace(NO_KIT, container=True, machine="aarch64", kit_venv=False)
+    assert setup_check.decide(facts).action == "stop"

@@ -124,12 +124,6 @@ def decide(facts: Facts) -> Advice:
                 (sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", root),
             ),
         )  # fmt: skip
-    if not linux_x86 or facts.python[:1] != (3,) or not 9 <= facts.python[1] <= 11:
-        return Advice(
-            "stop",
-            f"This kernel runs {here}. TensorFlow Federated 0.87 installs only on "
-            "Linux x86-64 with Python 3.9 to 3.11 (the kit uses 3.11).\n" + ALTERNATIVES,
-        )
     if facts.kit_venv and not facts.in_kit_venv:
         return Advice(
             "advise",
@@ -137,6 +131,12 @@ def decide(facts: Facts) -> Advice:
             f'another Python ({sys.executable}). Choose the kernel "{KERNEL_DISPLAY}" '
             "(Kernel > Change kernel), or start Jupyter from the kit: "
             ".venv/bin/jupyter lab notebooks/",
+        )
+    if not linux_x86 or facts.python[:1] != (3,) or not 9 <= facts.python[1] <= 11:
+        return Advice(
+            "stop",
+            f"This kernel runs {here}. TensorFlow Federated 0.87 installs only on "
+            "Linux x86-64 with Python 3.9 to 3.11 (the kit uses 3.11).\n" + ALTERNATIVES,
         )
     if facts.binder or facts.container:
         where = "Binder" if facts.binder else "This container"

@@ -54,7 +54,7 @@ def worker_binary_path() -> str:
     if not os.path.isfile(path):
         raise RuntimeError(
             f"TFF's C++ worker was not found at {path}. It ships inside the "
-            "tensorflow-federated wheel for Linux and macOS; reinstall the kit's "
+            "tensorflow-federated wheel (Linux x86-64 only for TFF 0.87); reinstall the kit's "
             "environment (see README.md)."
         )
     return path
