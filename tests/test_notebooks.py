@@ -137,3 +137,47 @@ def test_images_the_notebooks_show_are_in_the_repository(path):
                 # Self-contained: it must show the same from disk, Colab or a docs site.
                 assert not list(root.iter("{http://www.w3.org/2000/svg}script"))
                 assert "http" not in image.read_text().replace("http://www.w3.org/", "")
+
+
+def nblint(*extra):
+    """Runs TensorFlow's nblint on every notebook with the kit's arguments."""
+    from tutorial_helpers import project_links
+
+    urls = project_links.read_urls()
+    result = subprocess.run(
+        [sys.executable, "-m", "tensorflow_docs.tools.nblint", f"--arg=repo:{urls.repo}",
+         f"--arg=branch:{project_links.BRANCH}", f"--arg=base_url:{urls.site}", *extra,
+         *(str(p.relative_to(NOTEBOOKS.parent)) for p in PATHS)],
+        cwd=NOTEBOOKS.parent, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    # One "Pass | style::lint | ..." or "Fail | ..." line per lint and notebook.
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    verdicts = re.findall(r"^(Pass|Fail) \| (\S+::\S+)", plain, re.M)
+    return result, plain, verdicts
+
+
+def excluded_lints() -> dict[str, str]:
+    import tomllib
+
+    config = tomllib.loads((NOTEBOOKS.parent / "pyproject.toml").read_text())
+    return config["tool"]["kit"]["nblint-exclude"]
+
+
+def test_notebooks_pass_tensorflows_nblint_but_the_listed_exclusions():
+    excluded = excluded_lints()
+    assert excluded and all(len(reason) > 40 for reason in excluded.values()), "each exclusion says why"
+    result, plain, verdicts = nblint(*(f"--exclude_lint={lint}" for lint in excluded))
+    assert result.returncode == 0, plain[-3000:] + result.stderr[-2000:]
+    assert not [v for v in verdicts if v[0] == "Fail"]
+    ran = {lint for _, lint in verdicts}
+    # The buttons' own checks ran, with the kit's repository, branch and site.
+    assert {"tensorflow::button_colab", "tensorflow::button_github", "tensorflow::button_website",
+            "tensorflow::license_check", "google::second_person"} <= ran
+    assert len(verdicts) == len(ran) * len(PATHS)
+    assert not ran & set(excluded)
+
+
+def test_each_excluded_lint_still_fails_and_nothing_else_does():
+    _, plain, verdicts = nblint()
+    failing = {lint for verdict, lint in verdicts if verdict == "Fail"}
+    assert failing == set(excluded_lints()), plain[-3000:]

@@ -71,7 +71,7 @@ class DataBackend(abc.ABC):
     * It raises an exception, with a message naming the URI, for a URI it
       cannot resolve. It never returns `None` to mean "not found".
     * It is a coroutine: the executor materializes all clients of a round at
-      once, so waiting on I/O should be `await`ed, never blocked on.
+      once, so it waits on I/O with `await`, never by blocking.
     """
 
     @abc.abstractmethod

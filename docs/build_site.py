@@ -1,0 +1,145 @@
+"""Builds the kit's docs site from executed notebooks, without executing them.
+
+    .venv/bin/python docs/build_site.py [--notebooks DIR] [--out DIR]
+
+``--notebooks`` is the folder of executed notebooks: ``build/`` after
+scripts/run_tutorial (the default), or ``notebooks/`` for the outputs stored in
+the repository. The site is written to ``--out`` (default ``build/site``); its
+entry page is ``index.html``, which works opened from disk or from any static
+server, with no network.
+
+Staging: this folder's pages, the README, the notebooks and their images are
+copied into ``<out>-src``, with two changes to each notebook. Its button row's
+icons come from tensorflow.org (Colab and GitHub show them online); on the
+site they are the kit's own icons in ``_static/buttons``, so the pages load
+offline. And its copyright heading and licence cell, which Colab folds away,
+become one line at the foot of the page, so that the title heads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+ICONS = {
+    "https://www.tensorflow.org/images/colab_logo_32px.png": "colab.svg",
+    "https://www.tensorflow.org/images/GitHub-Mark-32px.png": "source.svg",
+    "https://www.tensorflow.org/images/download_logo_32px.png": "download.svg",
+}
+SITE_BUTTON = "View on the kit's site</a>"
+ORDER = [
+    "01_preprocessing",
+    "02_data_backend",
+    "03_execution_context",
+    "04_training",
+    "05_remote_data_service",
+    "06_worker_side_loading",
+    "loading_remote_data",
+]
+
+
+LICENCE_NOTE = (
+    "{holder} Licensed under the [Apache License, Version 2.0]"
+    "(https://www.apache.org/licenses/LICENSE-2.0)."
+)
+
+
+def _for_the_site(notebook: dict) -> dict:
+    """The notebook as a page: title first, local button icons, the licence at the foot.
+
+    TensorFlow's template opens with a "##### Copyright" heading and the licence
+    cell, which Colab folds away; on a page the first heading is the title, so
+    they become one line at the end, as on tensorflow.org.
+    """
+    cells = notebook["cells"]
+    holder = "".join(cells[0]["source"]).lstrip("#").strip()
+    if holder.startswith("Copyright") and "".join(cells[1]["source"]).startswith("#@title Licensed"):
+        del cells[:2]
+        cells.append({"cell_type": "markdown", "metadata": {}, "source": [LICENCE_NOTE.format(holder=holder)]})
+    for cell in cells:
+        text = "".join(cell["source"])
+        if "tfo-notebook-buttons" not in text:
+            continue
+        for remote, icon in ICONS.items():
+            text = text.replace(remote, f"../_static/buttons/{icon}")
+        text = text.replace(
+            f'">{SITE_BUTTON}', f'"><img src="../_static/buttons/site.svg" />{SITE_BUTTON}'
+        )
+        cell["source"] = text.splitlines(keepends=True)
+    return notebook
+
+
+def stage(notebooks: pathlib.Path, src: pathlib.Path) -> list[str]:
+    """Copies everything the site is made of into ``src``; returns the notebook names."""
+    missing = [name for name in ORDER if not (notebooks / f"{name}.ipynb").is_file()]
+    if missing:
+        raise SystemExit(
+            f"build_site: {notebooks} has no {', '.join(m + '.ipynb' for m in missing)}. "
+            "Run scripts/run_tutorial first, or pass --notebooks notebooks for the stored outputs."
+        )
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(DOCS, src, ignore=shutil.ignore_patterns("__pycache__", "build_site.py"))
+    # The README, whose notebook table and workshop paths the landing page includes.
+    (src / "_kit").mkdir()
+    shutil.copy(ROOT / "README.md", src / "_kit/README.md")
+    (src / "notebooks").mkdir()
+    shutil.copytree(ROOT / "notebooks/images", src / "notebooks/images")
+    for name in ORDER:
+        notebook = json.loads((notebooks / f"{name}.ipynb").read_text())
+        # nbfmt drops language_info from the stored notebooks; the highlighter needs it.
+        notebook["metadata"].setdefault("language_info", {"name": "python"})
+        (src / "notebooks" / f"{name}.ipynb").write_text(json.dumps(_for_the_site(notebook)))
+    return ORDER
+
+
+def pages_of(site: pathlib.Path) -> list[pathlib.Path]:
+    """The site's pages: every HTML file but the theme's templates in _static."""
+    return sorted(p for p in site.rglob("*.html") if "_static" not in p.relative_to(site).parts)
+
+
+def build(notebooks: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    src = out.with_name(out.name + "-src")
+    start = time.monotonic()
+    stage(notebooks, src)
+    if out.exists():
+        shutil.rmtree(out)
+    # autodoc imports tutorial_helpers, hence TensorFlow: keep its start-up log
+    # quiet. Sphinx ends with os._exit, because at a normal interpreter exit the
+    # execution context TFF makes at import prints an ignored exception from its
+    # __del__ (it never started a worker: nothing here runs a computation).
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    sphinx = (
+        "import os, sys; from sphinx.cmd.build import main; code = main(sys.argv[1:]); "
+        "sys.stdout.flush(); sys.stderr.flush(); os._exit(code)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", sphinx, "-b", "html", "-q", "-W", "--keep-going",
+         "-d", str(out.with_name(out.name + "-doctrees")), str(src), str(out)],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"build_site: Sphinx failed (exit {result.returncode}); see above.")
+    pages = len(pages_of(out))
+    print(f"build_site: {pages} pages in {time.monotonic() - start:.0f} s -> {out / 'index.html'}")
+    return out / "index.html"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--notebooks", type=pathlib.Path, default=ROOT / "build")
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "build/site")
+    args = parser.parse_args(argv)
+    build(args.notebooks.resolve(), args.out.resolve())
+
+
+if __name__ == "__main__":
+    main()
