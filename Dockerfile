@@ -35,8 +35,10 @@ RUN if grep -q "$(printf '\r')" scripts/setup; then \
     && UV_NO_CACHE=1 PIP_NO_CACHE_DIR=1 scripts/setup
 COPY --chown=learner:learner . .
 
+# KIT_CONTAINER tells the notebooks' first cell that it runs in the kit's container.
 ENV PATH=/home/learner/kit/.venv/bin:$PATH \
-    SHELL=/bin/bash
+    SHELL=/bin/bash \
+    KIT_CONTAINER=1
 
 # Ports. Only Jupyter's is meant to be published, and only on the host's
 # loopback (-p 127.0.0.1:8888:8888). Inside the container Jupyter must listen

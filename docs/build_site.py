@@ -77,6 +77,19 @@ def _for_the_site(notebook: dict) -> dict:
     return notebook
 
 
+def _refuse_to_replace(folder: pathlib.Path, kind: str) -> None:
+    """Stops before deleting a folder that is not an earlier build."""
+    protected = [ROOT, DOCS, ROOT / "notebooks", ROOT / "tutorial_helpers", ROOT / "build"]
+    if any(folder == p or folder in p.parents for p in protected) or folder in (folder.home(), pathlib.Path("/")):
+        raise SystemExit(f"build_site: will not replace {folder}; give --out a folder of its own, e.g. build/site")
+    marker = ".buildinfo" if kind == "site" else "conf.py"
+    if folder.exists() and not (folder / marker).is_file():
+        raise SystemExit(
+            f"build_site: {folder} exists and is not an earlier {kind} build (no {marker}); "
+            "remove it yourself or choose another --out"
+        )
+
+
 def stage(notebooks: pathlib.Path, src: pathlib.Path) -> list[str]:
     """Copies everything the site is made of into ``src``; returns the notebook names."""
     missing = [name for name in ORDER if not (notebooks / f"{name}.ipynb").is_file()]
@@ -85,9 +98,14 @@ def stage(notebooks: pathlib.Path, src: pathlib.Path) -> list[str]:
             f"build_site: {notebooks} has no {', '.join(m + '.ipynb' for m in missing)}. "
             "Run scripts/run_tutorial first, or pass --notebooks notebooks for the stored outputs."
         )
+    _refuse_to_replace(src, "staging")
     if src.exists():
         shutil.rmtree(src)
     shutil.copytree(DOCS, src, ignore=shutil.ignore_patterns("__pycache__", "build_site.py"))
+    # The pages link the notebooks as ../notebooks/X.ipynb, right on GitHub;
+    # on the site the notebooks are in notebooks/ next to them.
+    for page in src.glob("*.md"):
+        page.write_text(page.read_text().replace("](../notebooks/", "](notebooks/"))
     # The README, whose notebook table and workshop paths the landing page includes.
     (src / "_kit").mkdir()
     shutil.copy(ROOT / "README.md", src / "_kit/README.md")
@@ -109,9 +127,13 @@ def pages_of(site: pathlib.Path) -> list[pathlib.Path]:
 def build(notebooks: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
     src = out.with_name(out.name + "-src")
     start = time.monotonic()
+    _refuse_to_replace(out, "site")
     stage(notebooks, src)
     if out.exists():
         shutil.rmtree(out)
+    # myst-nb writes the notebooks' outputs next to the site, in ../jupyter_execute.
+    scratch = out.parent / "jupyter_execute"
+    scratch_was_there = scratch.exists()
     # autodoc imports tutorial_helpers, hence TensorFlow: keep its start-up log
     # quiet. Sphinx ends with os._exit, because at a normal interpreter exit the
     # execution context TFF makes at import prints an ignored exception from its
@@ -126,6 +148,8 @@ def build(notebooks: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
          "-d", str(out.with_name(out.name + "-doctrees")), str(src), str(out)],
         cwd=ROOT, env=env,
     )  # fmt: skip
+    if not scratch_was_there:
+        shutil.rmtree(scratch, ignore_errors=True)
     if result.returncode != 0:
         raise SystemExit(f"build_site: Sphinx failed (exit {result.returncode}); see above.")
     pages = len(pages_of(out))

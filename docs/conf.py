@@ -22,8 +22,6 @@ nb_execution_mode = "off"
 nb_merge_streams = True
 myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
-# The licence cell's "##### Copyright" heading is TensorFlow's notebook template.
-suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]
 
 # The docstrings mark names with single backquotes: show them as code.
 default_role = "literal"
@@ -37,9 +35,9 @@ html_static_path = ["_static"]
 # Without an icon, every page load asks for /favicon.ico and logs a 404.
 html_favicon = "_static/favicon.svg"
 html_css_files = ["kit.css"]
-# The theme's download button offers each page's source (the notebook itself,
-# with its outputs) from _sources/: it works offline, unlike GitHub's.
-html_copy_source = True
+# No copies of the sources: each notebook's own "Download notebook" button
+# gives the notebook as it is in the repository.
+html_copy_source = False
 # pydata-sphinx-theme reads the colour mode from html_context; without one it
 # logs "Got invalid theme mode" to the console on a reader's first visit.
 html_context = {"default_mode": "auto"}
@@ -53,7 +51,7 @@ html_theme_options = {
     "repository_branch": project_links.BRANCH,
     "path_to_docs": "",
     "use_repository_button": False,  # Links out; the site must work offline.
-    "use_download_button": True,
+    "use_download_button": False,  # It would offer the staged copy from _sources/.
     "use_fullscreen_button": False,
     "home_page_in_toc": True,
     "show_toc_level": 2,

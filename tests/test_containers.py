@@ -224,6 +224,29 @@ def test_devcontainer_machine_and_ports(devcontainer):
 # --- the Docker image --------------------------------------------------------
 
 
+def test_both_containers_tell_the_first_cell_where_it_runs():
+    # tutorial_helpers.setup_check.gather reads KIT_CONTAINER.
+    import inspect
+
+    from tutorial_helpers import setup_check
+
+    assert '"KIT_CONTAINER"' in inspect.getsource(setup_check.gather)
+    envs = [arguments for keyword, arguments in dockerfile() if keyword == "ENV"]
+    assert any(re.search(r"\bKIT_CONTAINER=1\b", env) for env in envs), envs
+    devcontainer = json.loads(DEVCONTAINER.read_text())
+    assert devcontainer["containerEnv"]["KIT_CONTAINER"] == "1"
+
+
+def test_the_readmes_docker_commands_are_the_dockerfiles():
+    readme = (ROOT / "README.md").read_text()
+    steps = dockerfile()
+    runs, builds = documented_commands(readme, "run"), documented_commands(readme, "build")
+    assert runs and builds
+    assert builds == documented_commands(DOCKERFILE.read_text(), "build")
+    for run in runs:
+        check_docker_run(run, jupyter_port(cmd_argv(steps)), "tff-remote-data-kit")
+
+
 def test_dockerfile_builds_on_python_3_11_slim_for_x86_64():
     froms = [arguments for keyword, arguments in dockerfile() if keyword == "FROM"]
     assert len(froms) == 1, "one stage"

@@ -194,6 +194,18 @@ def test_a_set_up_kit_opened_with_another_pythons_kernel_is_told_to_change_kerne
     assert advice.action == "advise" and setup_check.KERNEL_DISPLAY in advice.message
 
 
+def test_a_venv_left_by_a_failed_setup_on_a_mac_is_not_a_set_up_kit(tmp_path):
+    # scripts/setup makes .venv first and writes its stamp only when it is done.
+    (tmp_path / ".venv").mkdir()
+    facts = dataclasses.replace(setup_check.gather(tmp_path), system="Darwin", machine="arm64",
+                                tff_version=None, helpers_installed=False)
+    assert not facts.kit_venv
+    advice = setup_check.decide(facts)
+    assert advice.action == "stop" and "Darwin arm64" in advice.message
+    (tmp_path / ".venv" / ".kit-installed").write_text("done\n")
+    assert setup_check.gather(tmp_path).kit_venv
+
+
 def test_a_container_on_a_machine_tff_cannot_run_on_says_so_first():
     facts = dataclasses.replace(NO_KIT, container=True, machine="aarch64", kit_venv=False)
     assert setup_check.decide(facts).action == "stop"

@@ -81,7 +81,7 @@ def test_the_site_has_every_chapter_the_reference_and_a_search(site):
         assert f"notebooks/{notebook}.html" in names
     assert {"index.html", "migration.html", "instructor_guide.html", "api.html", "search.html"} <= names
     assert (site / "searchindex.js").is_file()
-    # The chapters come in the README's order, in the navigation of every page.
+    # The chapters come in order in the landing page's navigation.
     index = (site / "index.html").read_text()
     order = [index.find(f'href="notebooks/{name}.html"') for name in build_site.ORDER]
     assert -1 not in order and order == sorted(order)
@@ -99,18 +99,29 @@ def test_the_api_reference_is_generated_from_the_docstrings(site):
     assert first_line in api
 
 
+LOADING_TAGS = ("script", "img", "iframe", "source", "embed", "video", "audio", "track", "input")
+REMOTE = re.compile(r"\s*(https?:)?//")
+
+
 class _Resources(html.parser.HTMLParser):
     """Every src and href of a page, and every id and name it defines."""
 
     def __init__(self):
         super().__init__()
-        self.refs, self.ids = [], set()
+        self.refs, self.loaded, self.ids = [], [], set()
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         for key in ("src", "href"):
             if attrs.get(key):
                 self.refs.append((tag, attrs.get("rel"), attrs[key]))
+        # Other ways a tag loads something: srcset, <object data>, inline styles.
+        for candidate in (attrs.get("srcset") or "").split(","):
+            if candidate.strip():
+                self.loaded.append(candidate.split()[0])
+        if tag == "object" and attrs.get("data"):
+            self.loaded.append(attrs["data"])
+        self.loaded += re.findall(r"url\(\s*['\"]?([^'\")]+)", attrs.get("style") or "")
         for key in ("id", "name"):
             if attrs.get(key):
                 self.ids.add(attrs[key])
@@ -123,11 +134,14 @@ def test_nothing_is_loaded_from_the_network(site):
         parser = _Resources()
         parser.feed((site / page).read_text())
         for tag, rel, ref in parser.refs:
-            loads = tag in ("script", "img", "iframe", "source") or (tag == "link" and rel != "canonical")
+            loads = tag in LOADING_TAGS or (tag == "link" and rel != "canonical")
             if loads:
-                assert not re.match(r"(https?:)?//", ref), f"{page} loads {ref}"
+                assert not REMOTE.match(ref), f"{page} loads {ref}"
+        for ref in parser.loaded:
+            assert not REMOTE.match(ref), f"{page} loads {ref}"
     for css in site.rglob("*.css"):
-        for ref in re.findall(r"url\(\s*['\"]?((?:https?:)?//[^'\")]+)", css.read_text(errors="replace")):
+        text = css.read_text(errors="replace")
+        for ref in re.findall(r"(?:url\(|@import)\s*['\"]?((?:https?:)?//[^'\")\s;]+)", text):
             pytest.fail(f"{css.relative_to(site)} loads {ref}")
 
 
@@ -138,7 +152,10 @@ def test_nothing_is_loaded_from_the_network(site):
 def browser():
     missing = [path for path in CHROMIUM if not os.access(path, os.X_OK)]
     if missing:
-        pytest.skip(f"no Chromium for the browser test ({', '.join(missing)} missing): {INSTALL}")
+        message = f"no Chromium for the browser test ({', '.join(missing)} missing): {INSTALL}"
+        if os.environ.get("KIT_REQUIRE_BROWSER") == "1":  # .ci/run: CI must open the pages.
+            pytest.fail(message + " (KIT_REQUIRE_BROWSER=1)")
+        pytest.skip(message)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -151,12 +168,14 @@ def browser():
                  "--disable-dev-shm-usage", "--window-size=1280,1600", f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMIUM[1]))
-    driver.set_page_load_timeout(60)
     try:
-        yield driver
+        driver = webdriver.Chrome(options=options, service=Service(CHROMIUM[1]))
+        try:
+            driver.set_page_load_timeout(60)
+            yield driver
+        finally:
+            driver.quit()  # Stops Chromium and chromedriver.
     finally:
-        driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
 
 
@@ -182,6 +201,8 @@ def served(site):
 
 ANSI = re.compile(r"\x1b\[|\[(?:\d{1,3};)*\d{1,3}m")
 HOME = str(Path.home()).rstrip("/") + "/"
+# Paths a page must not show: the home folder (unless it is "/") and /home/.
+HOME_PATHS = [path for path in {HOME, "/home/"} if path != "/"]
 
 IMAGES_JS = """
 return Array.from(document.images).map(i => [i.currentSrc || i.src, i.complete, i.naturalWidth]);
@@ -218,9 +239,9 @@ def _page_problems(driver, page) -> tuple[list[str], dict]:
         problems.append(f"ANSI escape code: ...{text[max(0, ANSI.search(text).start() - 60):][:120]!r}")
     if "Traceback (most recent call last)" in text:
         problems.append("a traceback")
-    for path in (HOME, "/home/"):
+    for path in HOME_PATHS:
         if path in text:
-            problems.append(f"a home-directory path: ...{text[text.find(path) - 40:][:120]!r}")
+            problems.append(f"a home-directory path: ...{text[max(0, text.find(path) - 40):][:120]!r}")
     buttons = []
     if page.startswith("notebooks/"):
         buttons = driver.execute_script(BUTTONS_JS)
@@ -261,7 +282,9 @@ class _Targets:
                 parser = _Resources()
                 if kind == "text/html":
                     parser.feed(body)
-                self.ids[url] = parser.ids
+                # A link to a folder gets the server's listing: no page of the site.
+                listing = kind == "text/html" and "<title>Directory listing for" in body
+                self.ids[url] = None if listing else parser.ids
         return self.ids[url]
 
 
@@ -308,6 +331,11 @@ def test_pages_opened_from_disk_work_offline(site, browser, page):
         "return s ? getComputedStyle(s).display : null;"
     )
     assert sidebar not in (None, "none"), "the theme's layout did not load"
+    # A colour only the theme's stylesheet defines: its CSS came from disk.
+    colour = browser.execute_script(
+        "return getComputedStyle(document.documentElement).getPropertyValue('--pst-color-primary');"
+    )
+    assert colour.strip(), "the theme's stylesheet did not load"
     if page.startswith("notebooks/"):
         assert checked["images"] > 4, "the notebook's figures and button icons"
 

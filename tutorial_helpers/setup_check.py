@@ -48,7 +48,7 @@ class Facts:
     tff_version: str | None  # installed tensorflow-federated, or None
     helpers_installed: bool  # is tutorial_helpers importable?
     kit_root: pathlib.Path
-    kit_venv: bool  # does kit_root/.venv exist...
+    kit_venv: bool  # has scripts/setup finished installing kit_root/.venv...
     in_kit_venv: bool  # ...and is this Python the one in it?
 
 
@@ -79,7 +79,9 @@ def gather(kit_root: pathlib.Path = KIT_ROOT) -> Facts:
         tff_version=tff_version,
         helpers_installed=importlib.util.find_spec("tutorial_helpers") is not None,
         kit_root=kit_root,
-        kit_venv=venv.is_dir(),
+        # scripts/setup writes this stamp last: a .venv left by a failed setup
+        # (on macOS, say) does not count as a kit that is set up.
+        kit_venv=(venv / ".kit-installed").is_file(),
         in_kit_venv=venv.is_dir() and pathlib.Path(sys.prefix).resolve() == venv.resolve(),
     )
 
@@ -174,7 +176,8 @@ if kit is None and "google.colab" in sys.modules:  # Opened from GitHub: fetch t
         subprocess.run(["git", "clone", "--depth=1", "--quiet", KIT_REPOSITORY, str(kit)], check=True)
 if kit is None:
     sys.exit(f"This notebook belongs to a kit: git clone {{KIT_REPOSITORY}}, then see its README.")
-runpy.run_path(str(kit / "tutorial_helpers/setup_check.py"), run_name="__main__")"""
+# The result (the file's globals) is not shown: "_ =" keeps the output to its advice.
+_ = runpy.run_path(str(kit / "tutorial_helpers/setup_check.py"), run_name="__main__")"""
 
 
 def first_cell(clone_url: str) -> str:
