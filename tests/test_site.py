@@ -18,6 +18,7 @@ import functools
 import html.parser
 import http.server
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -255,7 +256,7 @@ def _page_problems(driver, page) -> tuple[list[str], dict]:
             if box[1] > article_right:
                 problems.append(f"button {label!r} runs past the page's text column and is cut off")
         boxes = sorted((box for _, box, _, _ in buttons), key=lambda box: (box[2], box[0]))
-        for (_, right, top, _), (left, _, next_top, _) in zip(boxes, boxes[1:]):
+        for (_, right, top, _), (left, _, next_top, _) in itertools.pairwise(boxes):
             if abs(top - next_top) < 1 and left - right < 16:
                 problems.append("the buttons touch or overlap: they read as one line of text")
         title = driver.execute_script("const h = document.querySelector('h1'); return h ? h.textContent : '';")
