@@ -29,21 +29,14 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-ICONS = {
-    "https://www.tensorflow.org/images/colab_logo_32px.png": "colab.svg",
-    "https://www.tensorflow.org/images/GitHub-Mark-32px.png": "source.svg",
-    "https://www.tensorflow.org/images/download_logo_32px.png": "download.svg",
-}
-SITE_BUTTON = "View on the kit's site</a>"
-ORDER = [
-    "01_preprocessing",
-    "02_data_backend",
-    "03_execution_context",
-    "04_training",
-    "05_remote_data_service",
-    "06_worker_side_loading",
-    "loading_remote_data",
-]
+sys.path.insert(0, str(ROOT))  # Run as a script: tutorial_helpers from this clone.
+from tutorial_helpers import project_links  # noqa: E402
+
+# The button row's icons on the site: the kit's own, so that pages load offline.
+SITE_ICONS = {key: f"../_static/buttons/{key}.svg" for key in project_links.NOTEBOOK_ICONS}
+# The chapters, in the order scripts/run_tutorial runs them: the numbered
+# notebooks, then the one-page tutorial.
+ORDER = [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))] + ["loading_remote_data"]
 
 
 LICENCE_NOTE = (
@@ -52,7 +45,7 @@ LICENCE_NOTE = (
 )
 
 
-def _for_the_site(notebook: dict) -> dict:
+def _for_the_site(notebook: dict, name: str, urls: project_links.Urls) -> dict:
     """The notebook as a page: title first, local button icons, the licence at the foot.
 
     TensorFlow's template opens with a "##### Copyright" heading and the licence
@@ -65,15 +58,9 @@ def _for_the_site(notebook: dict) -> dict:
         del cells[:2]
         cells.append({"cell_type": "markdown", "metadata": {}, "source": [LICENCE_NOTE.format(holder=holder)]})
     for cell in cells:
-        text = "".join(cell["source"])
-        if "tfo-notebook-buttons" not in text:
-            continue
-        for remote, icon in ICONS.items():
-            text = text.replace(remote, f"../_static/buttons/{icon}")
-        text = text.replace(
-            f'">{SITE_BUTTON}', f'"><img src="../_static/buttons/site.svg" />{SITE_BUTTON}'
-        )
-        cell["source"] = text.splitlines(keepends=True)
+        if "tfo-notebook-buttons" in "".join(cell["source"]):
+            row = project_links.button_row(urls, f"notebooks/{name}.ipynb", icons=SITE_ICONS)
+            cell["source"] = row.splitlines(keepends=True)
     return notebook
 
 
@@ -111,11 +98,12 @@ def stage(notebooks: pathlib.Path, src: pathlib.Path) -> list[str]:
     shutil.copy(ROOT / "README.md", src / "_kit/README.md")
     (src / "notebooks").mkdir()
     shutil.copytree(ROOT / "notebooks/images", src / "notebooks/images")
+    urls = project_links.read_urls()
     for name in ORDER:
         notebook = json.loads((notebooks / f"{name}.ipynb").read_text())
         # nbfmt drops language_info from the stored notebooks; the highlighter needs it.
         notebook["metadata"].setdefault("language_info", {"name": "python"})
-        (src / "notebooks" / f"{name}.ipynb").write_text(json.dumps(_for_the_site(notebook)))
+        (src / "notebooks" / f"{name}.ipynb").write_text(json.dumps(_for_the_site(notebook, name, urls)))
     return ORDER
 
 

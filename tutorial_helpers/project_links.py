@@ -65,25 +65,37 @@ def read_urls(root: pathlib.Path = ROOT) -> Urls:
     return Urls(repo=match.group(1), site=site.rstrip("/") + "/")
 
 
-def button_row(urls: Urls, notebook: str) -> str:
-    """The button row of ``notebook`` (a path such as "notebooks/01_preprocessing.ipynb")."""
+# The buttons' icons in the notebooks: TensorFlow's, as its template and nblint
+# expect (the site's pages use local copies: docs/build_site.py).
+NOTEBOOK_ICONS = {
+    "site": "",
+    "colab": "https://www.tensorflow.org/images/colab_logo_32px.png",
+    "github": "https://www.tensorflow.org/images/GitHub-Mark-32px.png",
+    "download": "https://www.tensorflow.org/images/download_logo_32px.png",
+}
+
+
+def button_row(urls: Urls, notebook: str, icons: dict[str, str] = NOTEBOOK_ICONS) -> str:
+    """The button row of ``notebook`` (a path such as "notebooks/01_preprocessing.ipynb").
+
+    ``icons`` gives each button's image ("" for none), keyed as in ``NOTEBOOK_ICONS``.
+    """
     page = notebook.removesuffix(".ipynb") + ".html"
-    images = "https://www.tensorflow.org/images"
     buttons = [
-        (f"{urls.site}{page}", "", "View on the kit's site"),
+        (f"{urls.site}{page}", icons["site"], "View on the kit's site"),
         (
             f"https://colab.research.google.com/github/{urls.repo}/blob/{BRANCH}/{notebook}",
-            f"{images}/colab_logo_32px.png",
+            icons["colab"],
             "Run in Google Colab",
         ),
         (
             f"https://github.com/{urls.repo}/blob/{BRANCH}/{notebook}",
-            f"{images}/GitHub-Mark-32px.png",
+            icons["github"],
             "View source on GitHub",
         ),
         (
             f"https://raw.githubusercontent.com/{urls.repo}/{BRANCH}/{notebook}",
-            f"{images}/download_logo_32px.png",
+            icons["download"],
             "Download notebook",
         ),
     ]
