@@ -162,6 +162,7 @@ FIRST_CELL = """\
 #@title Setup: run this cell first
 # Checks where this notebook runs and whether the kit is installed here; if not,
 # says what to do. The logic is in the kit's tutorial_helpers/setup_check.py.
+import importlib.util
 import pathlib
 import runpy
 import subprocess
@@ -170,6 +171,8 @@ import sys
 KIT_REPOSITORY = "{clone_url}"
 here = pathlib.Path.cwd()
 kit = next((p for p in (here, *here.parents) if (p / "tutorial_helpers/setup_check.py").is_file()), None)
+if kit is None and importlib.util.find_spec("tutorial_helpers"):  # A copy, in the kit's kernel.
+    kit = pathlib.Path(importlib.util.find_spec("tutorial_helpers").origin).parents[1]
 if kit is None and "google.colab" in sys.modules:  # Opened from GitHub: fetch the kit.
     kit = pathlib.Path("/content", KIT_REPOSITORY.rsplit("/", 1)[1].removesuffix(".git"))
     if not kit.exists():
