@@ -9,10 +9,10 @@ entry page is ``index.html``, which works opened from disk or from any static
 server, with no network.
 
 Staging: this folder's pages, the README, the notebooks and their images are
-copied into ``<out>-src``, with two changes to each notebook. Its button row's
-icons come from tensorflow.org (Colab and GitHub show them online); on the
-site they are the kit's own icons in ``_static/buttons``, so the pages load
-offline. And its copyright heading and licence cell, which Colab folds away,
+copied into ``<out>-src``, with two changes to each notebook. Its button row
+is made again by ``project_links.button_row`` with the kit's own icons from
+``_static/buttons`` instead of tensorflow.org's, so the pages load offline.
+And its copyright heading and licence cell, which Colab folds away,
 become one line at the foot of the page, so that the title heads it.
 """
 
