@@ -31,6 +31,8 @@ def test_lock_pins_tff_with_the_overrides_it_needs():
     assert pins["tensorflow-federated"] == "0.87.0"
     assert pins["jaxlib"] == "0.4.13"
     assert tuple(int(x) for x in pins["typing-extensions"].split(".")[:2]) >= (4, 12)
+    # Not tensorflow-privacy's packaging~=22.0: JupyterLab 4.5 does not start with it.
+    assert tuple(int(x) for x in pins["packaging"].split(".")[:2]) >= (24, 2)
     assert len(pins) > 100  # Complete: installed with --no-deps by pip-based paths.
     unpinned = [
         line for line in LOCK.read_text().splitlines()

@@ -1,0 +1,132 @@
+"""The README's `.venv/bin/jupyter lab notebooks/` starts, serves JupyterLab and runs the kit's kernel.
+
+The same JupyterLab serves the kit in the container (the Dockerfile's CMD) and
+on Binder (postBuild installs the lock into the server's environment), so a
+package of the lock that breaks JupyterLab breaks all three. One did:
+tensorflow-privacy's pin packaging~=22.0 stopped JupyterLab 4.5 at start-up
+with "cannot import name 'InvalidName' from 'packaging.utils'" (see
+requirements/overrides.txt). This test starts the real server on loopback,
+loads its page, and starts and stops a kernel through its REST API.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import websocket  # websocket-client, which jupyter-server needs
+
+ROOT = Path(__file__).resolve().parent.parent
+JUPYTER = ROOT / ".venv" / "bin" / "jupyter"
+KERNEL = "tff-remote-data-kit"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url: str, method: str = "GET", body: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, method=method, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """A JupyterLab of the kit on 127.0.0.1, as the README starts it; stopped afterwards."""
+    if not JUPYTER.exists():
+        pytest.skip(f"{JUPYTER} is missing: run scripts/setup first")
+    port, token = free_port(), uuid.uuid4().hex
+    log = tmp_path / "jupyterlab.log"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [str(JUPYTER), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+             f"--IdentityProvider.token={token}", "notebooks/",
+             # These machines run tests as root, which Jupyter refuses without this.
+             *(["--allow-root"] if os.geteuid() == 0 else [])],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"jupyter lab exited with {server.returncode} at start-up:\n{log.read_text()[-3000:]}")
+            try:
+                if call(f"{base}/api/status?token={token}", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"jupyter lab did not answer on {base} within 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base, token, log
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_jupyter_lab_serves_its_page_and_the_kits_kernel(jupyterlab):
+    base, token, log = jupyterlab
+    status, _ = call(f"{base}/api/kernelspecs")
+    assert status == 403 or status == 401, f"the server answered without its token ({status})"
+
+    status, page = call(f"{base}/lab?token={token}")
+    assert status == 200, f"/lab answered {status}:\n{log.read_text()[-3000:]}"
+    assert b"JupyterLab" in page or b"jupyter-config-data" in page, page[:500]
+
+    status, body = call(f"{base}/api/kernelspecs?token={token}")
+    specs = json.loads(body)["kernelspecs"]
+    assert KERNEL in specs, f"kernel {KERNEL!r} is not offered; offered: {sorted(specs)}"
+    argv0 = Path(specs[KERNEL]["spec"]["argv"][0])
+    assert argv0.parent == ROOT / ".venv" / "bin", f"the kernel runs {argv0}, not the kit's Python"
+
+    status, body = call(f"{base}/api/kernels?token={token}", method="POST", body={"name": KERNEL})
+    assert status == 201, f"starting a kernel answered {status}: {body[:500]!r}"
+    kernel_id = json.loads(body)["id"]
+    try:
+        # Run a cell as JupyterLab does, over the kernel's WebSocket channel.
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{base.rsplit(':', 1)[1]}/api/kernels/{kernel_id}/channels?token={token}", timeout=60)
+        try:
+            msg_id = uuid.uuid4().hex
+            ws.send(json.dumps({
+                "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": uuid.uuid4().hex,
+                           "username": "test", "version": "5.3", "date": ""},
+                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                "content": {"code": "import sys; print(sys.executable)", "silent": False,
+                            "store_history": False, "user_expressions": {}, "allow_stdin": False},
+            }))
+            printed, reply = "", None
+            while reply is None:
+                message = json.loads(ws.recv())
+                if message.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                if message["msg_type"] == "stream":
+                    printed += message["content"]["text"]
+                elif message["msg_type"] == "execute_reply":
+                    reply = message["content"]
+        finally:
+            ws.close()
+        assert reply["status"] == "ok", reply
+        assert Path(printed.strip()).parent == ROOT / ".venv" / "bin", f"the kernel runs {printed.strip()!r}"
+    finally:
+        status, _ = call(f"{base}/api/kernels/{kernel_id}?token={token}", method="DELETE")
+        assert status == 204, f"stopping the kernel answered {status}"
