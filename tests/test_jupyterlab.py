@@ -6,14 +6,11 @@ package of the lock that breaks JupyterLab breaks all three. One did:
 tensorflow-privacy's pin packaging~=22.0 stopped JupyterLab 4.5 at start-up
 with "cannot import name 'InvalidName' from 'packaging.utils'" (see
 requirements/overrides.txt). This test starts the real server on loopback,
-loads its page, and starts and stops a kernel through its REST API.
+loads its page, and starts the kit's kernel, runs a cell in it over its
+WebSocket channel as JupyterLab does, and stops it.
 """
 
 import json
-import os
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,15 +19,11 @@ from pathlib import Path
 import pytest
 import websocket  # websocket-client, which jupyter-server needs
 
+from tutorial_helpers import preflight
+
 ROOT = Path(__file__).resolve().parent.parent
 JUPYTER = ROOT / ".venv" / "bin" / "jupyter"
 KERNEL = "tff-remote-data-kit"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(url: str, method: str = "GET", body: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
@@ -44,43 +37,15 @@ def call(url: str, method: str = "GET", body: dict | None = None, timeout: float
 
 
 @pytest.fixture
-def jupyterlab(tmp_path):
-    """A JupyterLab of the kit on 127.0.0.1, as the README starts it; stopped afterwards."""
+def jupyterlab():
+    """A JupyterLab of the kit on 127.0.0.1, started as the README does; stopped afterwards."""
     if not JUPYTER.exists():
         pytest.skip(f"{JUPYTER} is missing: run scripts/setup first")
-    port, token = free_port(), uuid.uuid4().hex
-    log = tmp_path / "jupyterlab.log"
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [str(JUPYTER), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}", "notebooks/",
-             # These machines run tests as root, which Jupyter refuses without this.
-             *(["--allow-root"] if os.geteuid() == 0 else [])],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"jupyter lab exited with {server.returncode} at start-up:\n{log.read_text()[-3000:]}")
-            try:
-                if call(f"{base}/api/status?token={token}", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer on {base} within 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base, token, log
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        with preflight.jupyterlab_server(timeout=90) as server:
+            yield server
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 def test_jupyter_lab_serves_its_page_and_the_kits_kernel(jupyterlab):

@@ -24,6 +24,10 @@ def test_decisions_from_given_facts():
     mine = {"tff-remote-data-kit": {"spec": {"argv": [sys.executable, "-m", "ipykernel_launcher"]}}}
     assert preflight.check_kernel(mine).status == "ok"
     assert preflight.check_private_network(True, "").status == "ok"
+    assert preflight.check_jupyterlab(True, "").status == "ok"
+    broken = preflight.check_jupyterlab(False, "jupyter lab exited with 1:\n...\nImportError: cannot import name 'X'")
+    assert broken.status == "FIX" and "ImportError: cannot import name 'X'" in broken.message
+    assert "run scripts/setup" in broken.message
     assert preflight.check_private_network(False, "no user namespaces").status == "note"
 
 
@@ -39,5 +43,5 @@ def test_preflight_on_this_machine_says_ready():
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert lines[-1].startswith("preflight: ready (")
-    for what in ("platform", "python", "disk", "kernel", "ports", "private network", "training"):
+    for what in ("platform", "python", "disk", "kernel", "jupyterlab", "ports", "private network", "training"):
         assert any(f" {what}: " in line for line in lines), what

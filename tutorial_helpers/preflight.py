@@ -3,7 +3,8 @@
 Each check prints one line, "ok", "note" (works, but read this) or "FIX"
 (what to do), and the run ends with "ready" or the number of things to fix.
 The checks: the platform, the Python, free disk, the kit's Jupyter kernel,
-local ports, private networks for TFF's workers, and one real round of
+JupyterLab (started for real, on loopback), local ports, private networks
+for TFF's workers, and one real round of
 Federated Averaging through a data backend, checked against the reference
 run. The decisions are plain functions of the facts, so they are tested with
 the facts given (tests/test_preflight.py).
@@ -20,7 +21,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +70,69 @@ def check_kernel(kernelspecs: dict) -> Result:
         return Result("FIX", "kernel", f"the kernel 'tff-remote-data-kit' runs {argv[0]}, not this clone's "
                       f"{sys.executable}: run scripts/setup again.")
     return Result("ok", "kernel", "'Python 3.11 (TFF 0.87 remote data kit)' runs this clone's .venv")
+
+
+def check_jupyterlab(started: bool, log_tail: str) -> Result:
+    if started:
+        return Result("ok", "jupyterlab", "`.venv/bin/jupyter lab` starts and answers on 127.0.0.1")
+    last = log_tail.strip().splitlines()[-1] if log_tail.strip() else "no output"
+    return Result("FIX", "jupyterlab", f"`.venv/bin/jupyter lab` did not start ({last}): run scripts/setup "
+                  "again; if it persists, report the line above.")
+
+
+@contextlib.contextmanager
+def jupyterlab_server(timeout: float = 60) -> Iterator[tuple[str, str, Path]]:
+    """Starts the kit's JupyterLab on 127.0.0.1 with a token, as the README does; stops it on leaving.
+
+    Yields (base URL, token, log file). Raises RuntimeError with the end of
+    its log if it exits or does not answer within `timeout` seconds.
+    """
+    jupyter = Path(sys.executable).parent / "jupyter"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = uuid.uuid4().hex
+    with tempfile.TemporaryDirectory(prefix="kit-jupyterlab-") as folder:
+        log = Path(folder) / "jupyterlab.log"
+        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(Path(folder) / "runtime")}
+        argv = [str(jupyter), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                f"--IdentityProvider.token={token}", str(ROOT / "notebooks"),
+                # Jupyter refuses root without this; CI and containers' build steps run as root.
+                *(["--allow-root"] if os.geteuid() == 0 else [])]
+        with open(log, "w") as out:
+            server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if server.poll() is not None:
+                    raise RuntimeError(f"jupyter lab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+                with contextlib.suppress(OSError):
+                    with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"jupyter lab did not answer on {base} in {timeout:g} s:\n"
+                                       f"{log.read_text()[-3000:]}")
+                time.sleep(0.3)
+            yield base, token, log
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def jupyterlab_starts() -> tuple[bool, str]:
+    """(whether the kit's JupyterLab starts and answers, the end of its log if not)."""
+    try:
+        with jupyterlab_server():
+            return True, ""
+    except (RuntimeError, OSError) as e:
+        return False, str(e)
 
 
 def check_local_port() -> Result:
@@ -122,6 +190,7 @@ def main() -> int:
         check_python(sys.version_info[:2]),
         check_disk(shutil.disk_usage(ROOT).free, ROOT),
         check_kernel(kernelspecs()),
+        check_jupyterlab(*jupyterlab_starts()),
         check_local_port(),
     ]
     from tutorial_helpers.processes import private_network_status
