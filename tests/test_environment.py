@@ -69,7 +69,15 @@ def test_binder_installs_exactly_the_lock_on_python_3_11():
     binder = ROOT / "binder"
     assert (binder / "runtime.txt").read_text().strip() == "python-3.11"
     post_build = (binder / "postBuild").read_text()
-    assert "pip install --no-cache-dir --no-deps -r requirements/requirements.txt" in post_build
+    commands = [line for line in post_build.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    # The README's setup, with Binder's Python 3.11: the lock, hashes checked, in .venv.
+    assert any(re.search(r'PYTHON="\$prefix/bin/python3".* scripts/setup$', line) for line in commands), commands
+    # Not into the environment of Binder's own server: --no-deps over it would
+    # downgrade SQLAlchemy under jupyterhub-singleuser, which then fails to start.
+    assert not any("pip install" in line for line in commands), commands
+    # The notebooks ask for "python3"; the first cell names the kit's kernel.
+    for name in ("python3", "tff-remote-data-kit"):
+        assert re.search(rf'ipykernel install --prefix "\$prefix" --name {name} ', post_build), name
     assert (binder / "postBuild").stat().st_mode & 0o111, "postBuild must be executable"
     # Files repo2docker would install with dependency resolution, which cannot succeed.
     for resolving in ("requirements.txt", "environment.yml", "Pipfile", "setup.py"):

@@ -1,8 +1,8 @@
 """The README's `.venv/bin/jupyter lab notebooks/` starts, serves JupyterLab and runs the kit's kernel.
 
 The same JupyterLab serves the kit in the container (the Dockerfile's CMD) and
-on Binder (postBuild installs the lock into the server's environment), so a
-package of the lock that breaks JupyterLab breaks all three. One did:
+in a Codespace, so a package of the lock that breaks JupyterLab breaks them
+all. One did:
 tensorflow-privacy's pin packaging~=22.0 stopped JupyterLab 4.5 at start-up
 with "cannot import name 'InvalidName' from 'packaging.utils'" (see
 requirements/overrides.txt). This test starts the real server on loopback,
