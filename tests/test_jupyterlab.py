@@ -11,6 +11,7 @@ WebSocket channel as JupyterLab does, and stops it.
 """
 
 import json
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -22,7 +23,7 @@ import websocket  # websocket-client, which jupyter-server needs
 from tutorial_helpers import preflight
 
 ROOT = Path(__file__).resolve().parent.parent
-JUPYTER = ROOT / ".venv" / "bin" / "jupyter"
+JUPYTER = Path(sys.executable).parent / "jupyter"  # What preflight.jupyterlab_server starts.
 KERNEL = "tff-remote-data-kit"
 
 
@@ -79,8 +80,10 @@ def test_jupyter_lab_serves_its_page_and_the_kits_kernel(jupyterlab):
                 "content": {"code": "import sys; print(sys.executable)", "silent": False,
                             "store_history": False, "user_expressions": {}, "allow_stdin": False},
             }))
-            printed, reply = "", None
-            while reply is None:
+            # The reply (shell) and the output (iopub) come in either order;
+            # the cell is done when both the reply and "idle" have come.
+            printed, reply, idle = "", None, False
+            while reply is None or not idle:
                 message = json.loads(ws.recv())
                 if message.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
@@ -88,6 +91,8 @@ def test_jupyter_lab_serves_its_page_and_the_kits_kernel(jupyterlab):
                     printed += message["content"]["text"]
                 elif message["msg_type"] == "execute_reply":
                     reply = message["content"]
+                elif message["msg_type"] == "status":
+                    idle = message["content"]["execution_state"] == "idle"
         finally:
             ws.close()
         assert reply["status"] == "ok", reply

@@ -27,7 +27,11 @@ def test_decisions_from_given_facts():
     assert preflight.check_jupyterlab(True, "").status == "ok"
     broken = preflight.check_jupyterlab(False, "jupyter lab exited with 1:\n...\nImportError: cannot import name 'X'")
     assert broken.status == "FIX" and "ImportError: cannot import name 'X'" in broken.message
-    assert "run scripts/setup" in broken.message
+    assert "exited with 1" in broken.message and "run scripts/setup" in broken.message
+    silent = preflight.check_jupyterlab(False, "jupyter lab did not answer on http://127.0.0.1:1 in 60 s:\n")
+    assert silent.status == "FIX" and "did not answer" in silent.message
+    root = preflight.check_jupyterlab(True, "", as_root=True)
+    assert root.status == "note" and "--allow-root" in root.message
     assert preflight.check_private_network(False, "no user namespaces").status == "note"
 
 

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -72,12 +73,16 @@ def check_kernel(kernelspecs: dict) -> Result:
     return Result("ok", "kernel", "'Python 3.11 (TFF 0.87 remote data kit)' runs this clone's .venv")
 
 
-def check_jupyterlab(started: bool, log_tail: str) -> Result:
-    if started:
-        return Result("ok", "jupyterlab", "`.venv/bin/jupyter lab` starts and answers on 127.0.0.1")
-    last = log_tail.strip().splitlines()[-1] if log_tail.strip() else "no output"
-    return Result("FIX", "jupyterlab", f"`.venv/bin/jupyter lab` did not start ({last}): run scripts/setup "
-                  "again; if it persists, report the line above.")
+def check_jupyterlab(started: bool, problem: str, as_root: bool = False) -> Result:
+    if not started:
+        lines = problem.strip().splitlines() or ["no output"]
+        what = lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+        return Result("FIX", "jupyterlab", f"`.venv/bin/jupyter lab` did not start ({what}): run scripts/setup "
+                      "again; if it persists, report the line above.")
+    if as_root:
+        return Result("note", "jupyterlab", "`.venv/bin/jupyter lab` starts, but this user is root, which Jupyter "
+                      "refuses: start it as an ordinary user, or add --allow-root.")
+    return Result("ok", "jupyterlab", "`.venv/bin/jupyter lab` starts and answers on 127.0.0.1")
 
 
 @contextlib.contextmanager
@@ -85,7 +90,8 @@ def jupyterlab_server(timeout: float = 60) -> Iterator[tuple[str, str, Path]]:
     """Starts the kit's JupyterLab on 127.0.0.1 with a token, as the README does; stops it on leaving.
 
     Yields (base URL, token, log file). Raises RuntimeError with the end of
-    its log if it exits or does not answer within `timeout` seconds.
+    its log if it exits or does not answer within `timeout` seconds. Run as
+    root, it passes --allow-root, without which Jupyter refuses to start.
     """
     jupyter = Path(sys.executable).parent / "jupyter"
     with socket.socket() as s:
@@ -96,12 +102,12 @@ def jupyterlab_server(timeout: float = 60) -> Iterator[tuple[str, str, Path]]:
         log = Path(folder) / "jupyterlab.log"
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(Path(folder) / "runtime")}
         argv = [str(jupyter), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                "--ServerApp.port_retries=0",  # That port or none: the URL below must be right.
                 f"--IdentityProvider.token={token}", str(ROOT / "notebooks"),
-                # Jupyter refuses root without this; CI and containers' build steps run as root.
                 *(["--allow-root"] if os.geteuid() == 0 else [])]
         with open(log, "w") as out:
             server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout
@@ -118,16 +124,17 @@ def jupyterlab_server(timeout: float = 60) -> Iterator[tuple[str, str, Path]]:
                 time.sleep(0.3)
             yield base, token, log
         finally:
-            server.terminate()
+            server.terminate()  # Jupyter then shuts down the kernels it started.
             try:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                server.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
 
 
 def jupyterlab_starts() -> tuple[bool, str]:
-    """(whether the kit's JupyterLab starts and answers, the end of its log if not)."""
+    """(whether the kit's JupyterLab starts and answers, what went wrong if not)."""
     try:
         with jupyterlab_server():
             return True, ""
@@ -190,7 +197,7 @@ def main() -> int:
         check_python(sys.version_info[:2]),
         check_disk(shutil.disk_usage(ROOT).free, ROOT),
         check_kernel(kernelspecs()),
-        check_jupyterlab(*jupyterlab_starts()),
+        check_jupyterlab(*jupyterlab_starts(), as_root=os.geteuid() == 0),
         check_local_port(),
     ]
     from tutorial_helpers.processes import private_network_status
