@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tutorial_helpers import preflight
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +51,14 @@ def test_preflight_on_this_machine_says_ready():
     assert lines[-1].startswith("preflight: ready (")
     for what in ("platform", "python", "disk", "kernel", "jupyterlab", "ports", "private network", "training"):
         assert any(f" {what}: " in line for line in lines), what
+
+
+def test_ports_check_fails_with_the_loopback_interface_down():
+    """In a new network namespace the loopback is down: binding works, connecting does not."""
+    code = "from tutorial_helpers import preflight; r = preflight.check_local_port(); print(r.status, r.message)"
+    if subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("unshare -rn is not allowed here (no user namespaces)")
+    down = subprocess.run(["unshare", "-rn", sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert down.stdout.startswith("FIX") and "ip link set lo up" in down.stdout, down.stdout + down.stderr
+    assert preflight.check_local_port().status == "ok"

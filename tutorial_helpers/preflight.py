@@ -3,7 +3,7 @@
 Each check prints one line, "ok", "note" (works, but read this) or "FIX"
 (what to do), and the run ends with "ready" or the number of things to fix.
 The checks: the platform, the Python, free disk, the kit's Jupyter kernel,
-JupyterLab (started for real, on loopback), local ports, private networks
+local ports, JupyterLab (started for real, on loopback), private networks
 for TFF's workers, and one real round of
 Federated Averaging through a data backend, checked against the reference
 run. The decisions are plain functions of the facts, so they are tested with
@@ -146,9 +146,14 @@ def check_local_port() -> Result:
     try:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
+            s.listen(1)
             port = s.getsockname()[1]
+            # Binding works with the loopback interface down; connecting does not.
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass
     except OSError as e:
-        return Result("FIX", "ports", f"cannot open a port on 127.0.0.1 ({e}): the data service needs one.")
+        return Result("FIX", "ports", f"cannot open a port on 127.0.0.1 and connect to it ({e}): JupyterLab and "
+                      "the data service need one. Is the loopback interface up (ip link set lo up)?")
     return Result("ok", "ports", f"127.0.0.1 ports can be opened (e.g. {port})")
 
 
@@ -197,8 +202,8 @@ def main() -> int:
         check_python(sys.version_info[:2]),
         check_disk(shutil.disk_usage(ROOT).free, ROOT),
         check_kernel(kernelspecs()),
-        check_jupyterlab(*jupyterlab_starts(), as_root=os.geteuid() == 0),
         check_local_port(),
+        check_jupyterlab(*jupyterlab_starts(), as_root=os.geteuid() == 0),
     ]
     from tutorial_helpers.processes import private_network_status
 
