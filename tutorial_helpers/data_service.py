@@ -33,8 +33,6 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -224,26 +222,10 @@ class DataService(ManagedProcess):
             description="data service",
         )
         try:
-            self._wait_until_ready(startup_timeout)
+            self.wait_for_http(f"{self.url}/health", startup_timeout)
         except BaseException:
             self.stop()
             raise
-
-    def _wait_until_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{self} did not answer within {timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
-                )
-            time.sleep(0.1)
 
     def __str__(self) -> str:
         return f"data service (pid {self.pid}, {self.url})"

@@ -18,17 +18,19 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import portpicker
+
+from tutorial_helpers.processes import ManagedProcess, private_network_status
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_FREE_GB = 1.0  # The sample data and the notebooks' outputs take tens of MB; TF's caches more.
@@ -86,51 +88,29 @@ def check_jupyterlab(started: bool, problem: str, as_root: bool = False) -> Resu
 
 
 @contextlib.contextmanager
-def jupyterlab_server(timeout: float = 60) -> Iterator[tuple[str, str, Path]]:
+def jupyterlab_server(timeout: float = 60) -> Iterator[tuple[str, str, ManagedProcess]]:
     """Starts the kit's JupyterLab on 127.0.0.1 with a token, as the README does; stops it on leaving.
 
-    Yields (base URL, token, log file). Raises RuntimeError with the end of
-    its log if it exits or does not answer within `timeout` seconds. Run as
-    root, it passes --allow-root, without which Jupyter refuses to start.
+    Yields (base URL, token, the server's ManagedProcess, whose log_tail()
+    shows its output). Raises RuntimeError if it exits, TimeoutError if it
+    does not answer within `timeout` seconds, each with the end of its log.
+    Run as root, it passes --allow-root, without which Jupyter refuses to start.
     """
-    jupyter = Path(sys.executable).parent / "jupyter"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    token = uuid.uuid4().hex
-    with tempfile.TemporaryDirectory(prefix="kit-jupyterlab-") as folder:
-        log = Path(folder) / "jupyterlab.log"
-        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(Path(folder) / "runtime")}
-        argv = [str(jupyter), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                "--ServerApp.port_retries=0",  # That port or none: the URL below must be right.
-                f"--IdentityProvider.token={token}", str(ROOT / "notebooks"),
-                *(["--allow-root"] if os.geteuid() == 0 else [])]
-        with open(log, "w") as out:
-            server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
+    port, token = portpicker.pick_unused_port(), uuid.uuid4().hex
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="kit-jupyterlab-") as runtime:
+        server = ManagedProcess(
+            [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
+             f"--port={port}", "--ServerApp.port_retries=0",  # That port or none: `base` must be right.
+             f"--ServerApp.runtime_dir={runtime}", f"--IdentityProvider.token={token}", str(ROOT / "notebooks"),
+             *(["--allow-root"] if os.geteuid() == 0 else [])],
+            description="JupyterLab",
+        )
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"jupyter lab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-                with contextlib.suppress(OSError):
-                    with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter lab did not answer on {base} in {timeout:g} s:\n"
-                                       f"{log.read_text()[-3000:]}")
-                time.sleep(0.3)
-            yield base, token, log
+            server.wait_for_http(f"{base}/api/status?token={token}", timeout)
+            yield base, token, server
         finally:
-            server.terminate()  # Jupyter then shuts down the kernels it started.
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+            server.stop()
 
 
 def jupyterlab_starts() -> tuple[bool, str]:
@@ -204,10 +184,8 @@ def main() -> int:
         check_kernel(kernelspecs()),
         check_local_port(),
         check_jupyterlab(*jupyterlab_starts(), as_root=os.geteuid() == 0),
+        check_private_network(*private_network_status()),
     ]
-    from tutorial_helpers.processes import private_network_status
-
-    results.append(check_private_network(*private_network_status()))
     for result in results:
         print(f"preflight: {result.status:4s} {result.what}: {result.message}", flush=True)
     if not any(r.status == "FIX" for r in results):

@@ -28,6 +28,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 import warnings
 import weakref
 
@@ -152,6 +155,27 @@ class ManagedProcess:
             how = (f"was killed by {signal.Signals(-code).name}" if code < 0
                    else f"exited with code {code}")
             raise RuntimeError(f"{self} is not running: it {how}. Its log ends with:\n{self.log_tail()}")
+
+    def wait_for_http(self, url: str, timeout: float) -> None:
+        """Waits until `url` answers HTTP 200.
+
+        Raises RuntimeError (with the log's last lines) if the process exits
+        first, TimeoutError if `timeout` seconds pass.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self} did not answer within {timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
 
     def stop(self) -> None:
         """Stops the process and waits for it to exit. Safe to call twice."""
