@@ -1,5 +1,7 @@
 """The exercise checks accept the solutions and refuse the unsolved and wrong answers."""
 
+import asyncio
+import collections
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +41,24 @@ def test_even_clients(emnist, capsys):
 
     # Serving every client is wrong: odd ones must be refused.
     exercises.check_even_clients_backend(ClientDataBackend(train), train, DATASET_TYPE)
-    assert "uri://1 should be rejected" in capsys.readouterr().out
+    assert "'uri://1' should be rejected" in capsys.readouterr().out
+
+    # The parse of the original tutorial's era, with the parity rule added:
+    # int() takes a sign, so uri://-2 is served as ids[-2], writer 97, an odd
+    # client who did not agree; and uri://04 and uri:// 4 as client 4.
+    class LenientParse(remote_data.DataBackend):
+        async def materialize(self, data_, type_spec):
+            index = int(data_.uri.removeprefix("uri://"))
+            if index % 2 or index >= len(train.client_ids):
+                raise ValueError(f"{data_.uri} is not served")
+            return data.preprocess(train.create_tf_dataset_for_client(train.client_ids[index]))
+
+    exercises.check_even_clients_backend(LenientParse(), train, DATASET_TYPE)
+    out = capsys.readouterr().out
+    assert out.startswith("Not right yet")
+    for uri in ("'uri://-2'", "'uri://04'", "'uri:// 4'", "'uri://\u0664'"):
+        assert f"{uri} should be rejected, but a dataset was returned" in out
+    assert "ids[-2] is a client counted from the end" in out
 
 
 def test_label_zero(emnist, capsys):
@@ -87,7 +106,8 @@ def test_other_clients(emnist, capsys):
     assert "other_evaluation is still None" in capsys.readouterr().out
 
     # The typical slips, run for real: each round from the initial state; the
-    # evaluation with the training backend (10 epochs); the untrained weights.
+    # evaluation with the training backend (every digit NUM_EPOCHS times); the
+    # untrained weights.
     handle = namespace["other_handle"]
     eval_handle = namespace["eval_handle"]
     with remote_data.create_execution_context(backend):
@@ -99,7 +119,7 @@ def test_other_clients(emnist, capsys):
             result = process.next(continued, handle)
             continued = result.state
             trained_further.append(result.metrics)
-        ten_epochs = evaluation_process.next(
+        all_epochs = evaluation_process.next(
             evaluation_process.set_model_weights(
                 evaluation_process.initialize(), process.get_model_weights(namespace["other_state"])
             ),
@@ -112,10 +132,32 @@ def test_other_clients(emnist, capsys):
     exercises.check_other_clients(not_carried, evaluation, train)
     assert "pass each round's result.state" in capsys.readouterr().out
     metrics = lambda output: output.metrics["client_work"]["eval"]["current_round_metrics"]  # noqa: E731
-    exercises.check_other_clients(history, metrics(ten_epochs), train)
+    exercises.check_other_clients(history, metrics(all_epochs), train)
     assert "evaluate in a context with eval_backend" in capsys.readouterr().out
     exercises.check_other_clients(history, metrics(untrained), train)
     assert "that of the untrained model" in capsys.readouterr().out
+
+    # The right count of digits, but the wrong model: the notebook's earlier
+    # `state` (trained on writers 0-4, so measured on its own training
+    # writers), or the model after the first of the three rounds.
+    with remote_data.create_execution_context(backend):
+        earlier = process.initialize()
+        for _ in range(3):
+            earlier = process.next(earlier, eval_handle).state
+        first_round = process.next(process.initialize(), handle).state
+    with remote_data.create_execution_context(eval_backend):
+        wrong = {name: evaluation_process.next(evaluation_process.set_model_weights(
+                     evaluation_process.initialize(), process.get_model_weights(weights_of)), eval_handle)
+                 for name, weights_of in (("earlier state", earlier), ("one round", first_round))}
+    for name, output in wrong.items():
+        exercises.check_other_clients(history, metrics(output), train)
+        out = capsys.readouterr().out
+        assert out.startswith("Not right yet") and "Evaluate the weights of the last state" in out, name
+    # A made-up history with the right counts and a falling loss.
+    made_up = [{"client_work": {"train": {**m["client_work"]["train"], "sparse_categorical_accuracy": 0.5}}}
+               for m in history]
+    exercises.check_other_clients(made_up, evaluation, train)
+    assert "the check ran the same training" in capsys.readouterr().out
 
 
 def small_client_data(num_clients: int):
@@ -141,7 +183,7 @@ def test_the_even_clients_check_fits_the_data_it_is_given(num_clients, capsys):
     assert "Correct!" in capsys.readouterr().out
     exercises.check_even_clients_backend(ClientDataBackend(small), small, DATASET_TYPE)
     out = capsys.readouterr().out
-    assert "uri://1 should be rejected" in out and "uri://97" not in out
+    assert "'uri://1' should be rejected" in out and "uri://97" not in out
 
 
 def fake_history(examples_per_round: int, rounds: int = 3, losses=(10.0, 6.0, 4.0)):
@@ -159,27 +201,29 @@ def fake_evaluation(num_examples: int, loss: float = 1.0):
 def test_the_training_check_counts_the_examples_of_the_clients_it_is_given(capsys):
     small = small_client_data(4)  # 1, 2, 3, 1 examples.
     check = exercises.check_other_clients
+    six = 6 * data.NUM_EPOCHS  # Clients 0-2 hold 6 examples.
+    # Right counts, falling loss, but made up: the check's own run of the
+    # training on these clients refuses it.
     check(fake_history(3 * data.NUM_EPOCHS), fake_evaluation(3), small, clients=[1, 3], eval_clients=[0, 1])
-    assert "Correct! Training accuracy on clients 1, 3 by round:" in capsys.readouterr().out
-    check(fake_history(6 * data.NUM_EPOCHS), fake_evaluation(1), small, clients=range(0, 3), eval_clients=[3])
-    assert "Correct! Training accuracy on clients 0-2 by round:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("Not right yet") and "the check ran the same training" in out
     check(fake_history(99), fake_evaluation(1), small, clients=range(0, 3), eval_clients=[3])
-    assert "clients 0-2 hold 6 x 10 epochs = 60" in capsys.readouterr().out
-    check(fake_history(60, losses=(10.0, 10.0, 10.0)), fake_evaluation(1), small, clients=range(0, 3),
+    assert f"clients 0-2 hold 6 x {data.NUM_EPOCHS} epochs = {six}" in capsys.readouterr().out
+    check(fake_history(six, losses=(10.0, 10.0, 10.0)), fake_evaluation(1), small, clients=range(0, 3),
           eval_clients=[3])
     assert "Every round gave the same metrics" in capsys.readouterr().out
-    check(fake_history(60, losses=(10.0, 11.0, 12.0)), fake_evaluation(1), small, clients=range(0, 3),
+    check(fake_history(six, losses=(10.0, 11.0, 12.0)), fake_evaluation(1), small, clients=range(0, 3),
           eval_clients=[3])
     assert "The loss did not fall" in capsys.readouterr().out
-    check(fake_history(60), fake_evaluation(4), small, clients=range(0, 3), eval_clients=[3])
+    check(fake_history(six), fake_evaluation(4), small, clients=range(0, 3), eval_clients=[3])
     assert "The evaluation saw 4 digits; clients 3 hold 1" in capsys.readouterr().out
-    check(fake_history(60), fake_evaluation(1, loss=float(np.log(10))), small, clients=range(0, 3),
+    check(fake_history(six), fake_evaluation(1, loss=float(np.log(10))), small, clients=range(0, 3),
           eval_clients=[3])
     assert "untrained model" in capsys.readouterr().out
-    check(fake_history(60, losses=(2.0, 1.5, 1.0)), fake_evaluation(1), small, clients=range(0, 3),
+    check(fake_history(six, losses=(2.0, 1.5, 1.0)), fake_evaluation(1), small, clients=range(0, 3),
           eval_clients=[3])
     assert "far below a fresh model's" in capsys.readouterr().out
-    check(fake_history(60), [0.5], small, clients=range(0, 3), eval_clients=[3])
+    check(fake_history(six), [0.5], small, clients=range(0, 3), eval_clients=[3])
     assert "should be the dict under" in capsys.readouterr().out
 
 
@@ -197,7 +241,7 @@ def test_the_checks_reject_clients_the_data_does_not_have():
 
 def test_caching_backend(emnist, capsys):
     train, _ = emnist
-    namespace = run_solution("05_caching_backend.py", remote_data=remote_data)
+    namespace = run_solution("05_caching_backend.py", asyncio=asyncio, remote_data=remote_data)
     exercises.check_caching_backend(namespace["CachingBackend"], train, DATASET_TYPE)
     assert "Correct!" in capsys.readouterr().out
 
@@ -232,6 +276,21 @@ def test_caching_backend(emnist, capsys):
     exercises.check_caching_backend(OneDatasetForAll, train, DATASET_TYPE)
     assert "Is the cache keyed on data.uri?" in capsys.readouterr().out
 
+    class ResultsOnly(UnsolvedCache):  # Caches results: a URI named twice in a round is fetched twice.
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.cache = {}
+
+        async def materialize(self, data, type_spec):
+            if data.uri not in self.cache:
+                self.cache[data.uri] = await self.inner.materialize(data, type_spec)
+            return self.cache[data.uri]
+
+    exercises.check_caching_backend(ResultsOnly, train, DATASET_TYPE)
+    out = capsys.readouterr().out
+    assert out.startswith("Not right yet") and "Round 1 names uri://0 twice, and it was fetched twice" in out
+    assert "Round 2" not in out  # Its cache does outlive a round.
+
 
 def test_worker_side_filter(emnist, capsys):
     train, _ = emnist
@@ -250,6 +309,27 @@ def test_worker_side_filter(emnist, capsys):
     exercises.check_worker_side_filter(
         lambda dataset: data.preprocess(dataset.filter(lambda e: e["label"] <= 5)), train, DATASET_TYPE)
     assert "Examples labelled 5 to 9 reached the training" in capsys.readouterr().out
+
+    # Pixels divided by 255 a second time, epochs repeated but not shuffled:
+    # the right labels, so only the examples themselves tell.
+    def scaled_twice(dataset):
+        low = dataset.filter(lambda e: e["label"] < 5).repeat(data.NUM_EPOCHS)
+        return low.map(lambda e: collections.OrderedDict(x=tf.reshape(e["pixels"] / 255.0, [-1, 784]),
+                                                         y=tf.reshape(e["label"], [-1, 1])))
+
+    exercises.check_worker_side_filter(scaled_twice, train, DATASET_TYPE)
+    assert "not the tutorial's pixels" in capsys.readouterr().out
+
+    def not_shuffled(dataset):  # Right pixels, in the raw order.
+        return scaled_twice(dataset.map(lambda e: {"label": e["label"], "pixels": e["pixels"] * 255.0}))
+
+    exercises.check_worker_side_filter(not_shuffled, train, DATASET_TYPE)
+    assert "in another order than the tutorial's preprocessing" in capsys.readouterr().out
+
+    # Filtered after the preprocessing: the right digits, shuffled among the others.
+    exercises.check_worker_side_filter(
+        lambda dataset: data.preprocess(dataset).filter(lambda b: b["y"][0, 0] < 5), train, DATASET_TYPE)
+    assert "in another order than the tutorial's preprocessing" in capsys.readouterr().out
 
     # Filtered, but not preprocessed: not what the learning process takes.
     exercises.check_worker_side_filter(

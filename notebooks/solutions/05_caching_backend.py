@@ -1,5 +1,5 @@
 # Exercise 05: a backend that fetches each client once, then serves it from memory.
-# Uses from the notebook: remote_data.
+# Uses from the notebook: asyncio, remote_data.
 
 
 class CachingBackend(remote_data.DataBackend):
@@ -7,9 +7,15 @@ class CachingBackend(remote_data.DataBackend):
 
     def __init__(self, inner):
         self.inner = inner
-        self.cache = {}  # URI -> dataset. Kept on self, so it outlives one round.
+        self.cache = {}  # URI -> its fetch. Kept on self, so it outlives one round.
 
     async def materialize(self, data, type_spec):
         if data.uri not in self.cache:
-            self.cache[data.uri] = await self.inner.materialize(data, type_spec)
-        return self.cache[data.uri]
+            # The fetch itself goes into the cache, not only its result: a URI
+            # named twice in one round then waits for the fetch under way.
+            self.cache[data.uri] = asyncio.ensure_future(self.inner.materialize(data, type_spec))
+        try:
+            return await self.cache[data.uri]
+        except Exception:
+            self.cache.pop(data.uri, None)  # A failed fetch is tried again next time.
+            raise
