@@ -141,6 +141,9 @@ def test_code_passes_ruff():
           "/v/site-packages/tensorflow_federated/data/worker_binary", "--port=1"], True),
         (["unshare", "-rn", "python3", "-m", "tutorial_helpers.netns", "--", "worker"], True),
         (["python", "-mtutorial_helpers.data_service"], True),
+        # TFF's own local context, started by a computation run outside the kit's.
+        (["/v/site-packages/tensorflow_federated/python/core/impl/executor_stacks/../../../../data/"
+          "worker_binary", "--port=1"], True),
         (["python", "-m", "pytest", "tests/test_data.py"], False),
         (["python", "-c", "from tutorial_helpers import remote_data"], False),
         ([], False),  # A kernel thread, or a process whose arguments are gone.
