@@ -38,7 +38,7 @@ def test_decisions_from_given_facts():
 
 
 def test_a_round_off_the_reference_is_reported():
-    off = [{"client_work": {"train": {"num_examples": 2880, "loss": 2.3, "sparse_categorical_accuracy": 0.5}}}]
+    off = [{"client_work": {"train": {"num_examples": 1440, "loss": 2.3, "sparse_categorical_accuracy": 0.5}}}]
     result = preflight.check_training(off, 1.0)
     assert result.status == "FIX" and "off the reference" in result.message
 

@@ -290,8 +290,8 @@ def test_the_worker_dies_with_its_parent_even_on_sigkill(tmp_path):
         parent.stdout.close()
 
 
-def test_seed_flow_two_fedavg_rounds_match_passing_datasets_directly(emnist):
-    """The seed tutorial's code, with only the API names of TFF 0.87 substituted."""
+def test_original_flow_two_fedavg_rounds_match_passing_datasets_directly(emnist):
+    """The original tutorial's code, with only the API names of TFF 0.87 substituted."""
     emnist_train, _ = emnist
 
     class TestDataBackend(remote_data.DataBackend):

@@ -188,7 +188,7 @@ def test_worker_side_loading_sends_only_client_ids(emnist, fedavg):
         result = process.next(state, ids)
         sent = ctx.client_value_bytes
         pids = [w.pid for w in ctx.workers]
-    assert result.metrics["client_work"]["train"]["num_examples"] == 2880
+    assert result.metrics["client_work"]["train"]["num_examples"] == 288 * data.NUM_EPOCHS  # 288 digits.
     # Five ids of about ten characters, in two messages: bytes, not images.
     assert 0 < sent < 500
     assert not worker_pids() & set(pids)

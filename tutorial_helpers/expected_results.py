@@ -3,8 +3,9 @@
 The notebooks store the outputs of one run, on one machine. On another, the
 same Federated Averaging gives other digits from the second or third
 decimal on, and this is not a bug. Measured with
-`benchmarks/numeric_drift.py` (3 rounds of the seed's settings, a fresh
-process per configuration, on an AMD EPYC with AVX2):
+`benchmarks/numeric_drift.py` (10 rounds of the original tutorial's
+settings, a fresh process per configuration, on an AMD EPYC with AVX-512,
+2 December 2026):
 
 * Every run on one machine is bit-identical, whatever the number of threads
   per op (`TF_NUM_INTRAOP_THREADS`, `TF_NUM_INTEROP_THREADS`), of CPUs
@@ -14,13 +15,13 @@ process per configuration, on an AMD EPYC with AVX2):
   Eigen's elsewhere (`TF_ENABLE_ONEDNN_OPTS=0` or `=1` decides it by hand),
   and oneDNN picks its code for the CPU's vector width (`ONEDNN_MAX_CPU_ISA`
   imitates an older CPU). Each sums the 784 products of a pixel row and the
-  weights in another order, and float32 addition is not associative. On that
-  machine, Eigen gave round-2 accuracy 0.3882 and loss 4.577; oneDNN 0.3906
-  and 4.579; oneDNN limited to AVX 0.3708 and 4.681. The model weights after
-  round 1 already differed by 1.4e-2.
-* The seed's settings (one example per step, learning rate 0.02 on inputs of
-  squared length about 740, ten local epochs) amplify those last-bit
-  differences instead of damping them: notebook 06 shows why.
+  weights in another order, and float32 addition is not associative. The
+  model weights after round 1 differed by 7.5e-8 between them; the metrics
+  agreed to four decimals for three rounds, then parted: round-8 accuracy
+  0.6812 with Eigen, 0.6361 with oneDNN, 0.6347 with oneDNN limited to AVX.
+* The original tutorial's settings (one example per step, learning rate 0.02
+  on inputs of squared length about 740, five local epochs) amplify those
+  last-bit differences instead of damping them: notebook 06 shows why.
 
 So the notebooks show your own run's digits, nbval does not compare them
 (see `notebooks/nbval_sanitize.cfg`), and these checks take their place: they
@@ -32,24 +33,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-# FedAvg on uri://0..4 of the bundled sample (5 writers, 2,880 examples a
-# round), seed settings, measured with Eigen's kernels (the default on CPUs
-# without AVX-512 neural-network instructions): accuracy and loss per round.
-REFERENCE_ACCURACY = (0.1441, 0.3882, 0.5663, 0.6576, 0.6993, 0.7424, 0.7667, 0.7858, 0.8184, 0.8302)
-REFERENCE_LOSS = (9.528, 4.577, 2.809, 2.206, 1.833, 1.501, 1.330, 1.188, 1.019, 0.973)
-EXAMPLES_PER_ROUND = 2880
+# FedAvg on uri://0..4 of the bundled sample (5 writers, 288 digits, 5
+# epochs: 1,440 examples a round), the original tutorial's settings, measured
+# with Eigen's kernels (the default on CPUs without AVX-512 neural-network
+# instructions): accuracy and loss per round.
+REFERENCE_ACCURACY = (0.1049, 0.1104, 0.2243, 0.3819, 0.4993, 0.5743, 0.6354, 0.6812, 0.7083, 0.7139)
+REFERENCE_LOSS = (11.934, 9.325, 6.101, 4.397, 3.366, 2.852, 2.379, 2.034, 1.901, 1.808)
+EXAMPLES_PER_ROUND = 1440
 
-# Tolerances, from 10 rounds under four settings (Eigen; oneDNN; oneDNN
-# limited to AVX; the stored run of an earlier machine, oneDNN on AVX-512):
-# about twice the largest spread from the reference after round 1 (0.022 in
-# accuracy, 8 % in loss, both in rounds 5-6), and more in round 1, where it
-# is 0.006 and 0.3 %.
-ROUND_1_ACCURACY_TOLERANCE = 0.02
-ROUND_1_LOSS_TOLERANCE = 0.02  # Relative.
-ACCURACY_TOLERANCE = 0.05
+# Tolerances, from 10 rounds under three kernels (Eigen; oneDNN; oneDNN
+# limited to AVX or to SSE4.1, which gave the same figures). In rounds 1 and
+# 2 the three agree to four decimals, and so do one and two workers (notebook
+# 06), so a small tolerance there catches a broken start. From round 3 on,
+# about twice the largest spread from the reference: 0.047 in accuracy and
+# 10 % in loss, both in round 8 (two workers gave 0.013 less accuracy than
+# one already in round 3).
+EARLY_ROUNDS = 2
+EARLY_ACCURACY_TOLERANCE = 0.02
+EARLY_LOSS_TOLERANCE = 0.03  # Relative.
+ACCURACY_TOLERANCE = 0.09
 LOSS_TOLERANCE = 0.20  # Relative.
-# The loss falls every round in every run measured, by 4 % at least (round 6
-# with oneDNN); a rise of a few percent would still be rounding, not a bug.
+# The loss falls every round in every run measured, by 2.9 % at least (round
+# 10, oneDNN limited to AVX); a rise of a few percent would still be
+# rounding, not a bug.
 LOSS_RISE_ALLOWED = 0.05
 
 
@@ -58,7 +64,7 @@ def _train_metrics(metrics: Mapping) -> Mapping:
     return metrics["client_work"]["train"] if "client_work" in metrics else metrics
 
 
-def check_seed_training(history: Sequence[Mapping], *, examples: int = EXAMPLES_PER_ROUND) -> None:
+def check_training(history: Sequence[Mapping], *, examples: int = EXAMPLES_PER_ROUND) -> None:
     """Checks FedAvg's metrics, round by round, against the reference within tolerances.
 
     `history` holds one round's `result.metrics` (or its `client_work/train`
@@ -80,8 +86,9 @@ def check_seed_training(history: Sequence[Mapping], *, examples: int = EXAMPLES_
         losses.append(loss)
         expected_accuracy = REFERENCE_ACCURACY[round_num - 1]
         expected_loss = REFERENCE_LOSS[round_num - 1]
-        accuracy_tolerance = ROUND_1_ACCURACY_TOLERANCE if round_num == 1 else ACCURACY_TOLERANCE
-        loss_tolerance = ROUND_1_LOSS_TOLERANCE if round_num == 1 else LOSS_TOLERANCE
+        early = round_num <= EARLY_ROUNDS
+        accuracy_tolerance = EARLY_ACCURACY_TOLERANCE if early else ACCURACY_TOLERANCE
+        loss_tolerance = EARLY_LOSS_TOLERANCE if early else LOSS_TOLERANCE
         if int(train["num_examples"]) != examples:
             problems.append(f"round {round_num}: {int(train['num_examples'])} examples, "
                             f"expected {examples}")
@@ -105,13 +112,15 @@ def check_seed_training(history: Sequence[Mapping], *, examples: int = EXAMPLES_
 
 
 # Notebook 04's evaluation of the final model (after 10 rounds): accuracy on
-# each set of digits, with Eigen's kernels, and its tolerance. The stored run
-# of an earlier machine (oneDNN) gave 0.903, 0.781 and 0.575: the held-out
-# set has only 32 digits, so one digit more or less right is 0.031.
+# each set of digits, with Eigen's kernels, and its tolerance
+# (`benchmarks/numeric_drift.py`, as above). oneDNN gave 0.872, 0.813 and
+# 0.535, oneDNN limited to AVX 0.872, 0.875 and 0.527: about twice that
+# spread. The held-out set has only 32 digits, so one digit more or less
+# right is 0.031.
 REFERENCE_EVALUATION = {
-    "training digits of the training writers": (0.920, 0.05),
-    "held-out digits of the training writers": (0.844, 0.13),
-    "all digits of writers never trained on": (0.579, 0.04),
+    "training digits of the training writers": (0.917, 0.09),
+    "held-out digits of the training writers": (0.844, 0.10),
+    "all digits of writers never trained on": (0.534, 0.03),
 }
 
 
@@ -135,7 +144,7 @@ def check_workers_agree(one_worker: Sequence[Mapping], two_workers: Sequence[Map
     """Checks that training on one and on two workers agree as far as they should.
 
     After round 1 the models may differ only by float32 rounding (1e-7 here;
-    1e-5 is allowed); after that the seed's settings amplify it, so accuracy
+    1e-5 is allowed); after that the original tutorial's settings amplify it, so accuracy
     may differ by as much as between two CPUs (`ACCURACY_TOLERANCE`).
     """
     import numpy as np
