@@ -50,7 +50,9 @@ def _for_the_site(notebook: dict, name: str, urls: project_links.Urls) -> dict:
 
     TensorFlow's template opens with a "##### Copyright" heading and the licence
     cell, which Colab folds away; on a page the first heading is the title, so
-    they become one line at the end, as on tensorflow.org.
+    they become one line at the end, as on tensorflow.org. The setup cell,
+    which Colab shows as a form, is folded behind a "Show code cell source"
+    toggle (myst-nb's hide-input tag; nbfmt keeps no tags in the notebooks).
     """
     cells = notebook["cells"]
     holder = "".join(cells[0]["source"]).lstrip("#").strip()
@@ -58,6 +60,8 @@ def _for_the_site(notebook: dict, name: str, urls: project_links.Urls) -> dict:
         del cells[:2]
         cells.append({"cell_type": "markdown", "metadata": {}, "source": [LICENCE_NOTE.format(holder=holder)]})
     for cell in cells:
+        if cell["cell_type"] == "code" and "".join(cell["source"]).startswith("#@title Setup"):
+            cell["metadata"].setdefault("tags", []).append("hide-input")
         if "tfo-notebook-buttons" in "".join(cell["source"]):
             row = project_links.button_row(urls, f"notebooks/{name}.ipynb", icons=SITE_ICONS)
             cell["source"] = row.splitlines(keepends=True)

@@ -90,7 +90,7 @@ def test_unknown_source_is_rejected():
         data.load_emnist(source="ful")
 
 
-def test_preprocess_is_the_seeds_pipeline():
+def test_preprocess_is_the_original_tutorials_pipeline():
     raw = tf.data.Dataset.from_tensor_slices(
         {"pixels": np.arange(3 * 28 * 28, dtype=np.float32).reshape(3, 28, 28), "label": np.int32([7, 8, 9])}
     )

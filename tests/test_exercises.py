@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
+from tensorflow_federated.proto.v0 import computation_pb2 as pb
 
 from tutorial_helpers import data, exercises, model, remote_data
 from tutorial_helpers.backends import ClientDataBackend
@@ -263,7 +264,9 @@ def test_caching_backend(emnist, capsys):
             return cache[data.uri]
 
     exercises.check_caching_backend(CachePerCall, train, DATASET_TYPE)
-    assert "Round 2 asked the inner backend 5 more times" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Round 2 asked the inner backend 5 more times" in out
+    assert "fetch under way" not in out  # Its trouble is not the duplicate: it keeps nothing.
 
     class OneDatasetForAll(UnsolvedCache):  # Cached, but not keyed on the URI.
         dataset = None
@@ -290,6 +293,40 @@ def test_caching_backend(emnist, capsys):
     out = capsys.readouterr().out
     assert out.startswith("Not right yet") and "Round 1 names uri://0 twice, and it was fetched twice" in out
     assert "Round 2" not in out  # Its cache does outlive a round.
+
+
+def test_the_caching_solution_survives_a_round_that_failed_or_was_cancelled(emnist):
+    """The DataExecutor cancels a round's other fetches when one fails; a URI cancelled
+    with its round, or whose fetch failed, is fetched again in the next round."""
+    train, _ = emnist
+    caching_backend = run_solution("05_caching_backend.py", asyncio=asyncio,
+                                   remote_data=remote_data)["CachingBackend"]
+
+    class SlowOnce(remote_data.DataBackend):
+        def __init__(self):
+            self.calls = 0
+
+        async def materialize(self, data_, type_spec):
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("the service went down")
+            await asyncio.sleep(0.05)
+            return await ClientDataBackend(train).materialize(data_, type_spec)
+
+    async def rounds():
+        backend = caching_backend(SlowOnce())
+        ref = pb.Data(uri="uri://1")
+        with pytest.raises(ConnectionError):
+            await backend.materialize(ref, DATASET_TYPE)  # The fetch failed.
+        in_flight = asyncio.ensure_future(backend.materialize(ref, DATASET_TYPE))
+        await asyncio.sleep(0.01)
+        in_flight.cancel()  # Its round was cancelled.
+        with pytest.raises(asyncio.CancelledError):
+            await in_flight
+        return await backend.materialize(ref, DATASET_TYPE), backend.inner.calls
+
+    dataset, calls = asyncio.run(rounds())
+    assert isinstance(dataset, tf.data.Dataset) and calls == 3
 
 
 def test_worker_side_filter(emnist, capsys):

@@ -52,7 +52,8 @@ def test_a_state_not_carried_between_rounds_fails():
 
 
 def test_other_data_fails():
-    # The original tutorial's 10 epochs of an earlier version of this kit.
+    # The 10 epochs (2,880 examples) that an earlier version of this kit
+    # wrongly attributed to the original tutorial.
     with pytest.raises(AssertionError, match="round 1: 2880 examples, expected 1440"):
         er.check_training(history(er.REFERENCE_ACCURACY[:1], er.REFERENCE_LOSS[:1], 2880))
 

@@ -9,6 +9,7 @@ alone.
 """
 
 import ast
+import copy
 import json
 from pathlib import Path
 
@@ -69,7 +70,7 @@ class _Normalize(ast.NodeTransformer):
 
 
 def _normalized(node: ast.AST, renames=None) -> str:
-    return ast.dump(_Normalize(renames or {}).visit(node), annotate_fields=False)
+    return ast.dump(_Normalize(renames or {}).visit(copy.deepcopy(node)), annotate_fields=False)
 
 
 @pytest.mark.parametrize(("notebook", "module", "names", "renames"), SHARED)
@@ -91,7 +92,9 @@ def test_the_notebook_sets_the_packages_constants(notebook, module, names):
         return {target.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
                 for target in node.targets if isinstance(target, ast.Name) and target.id in names}
 
-    assert values(_notebook_tree(notebook)) == values(ast.parse((ROOT / module).read_text()))
+    in_notebook, in_module = values(_notebook_tree(notebook)), values(ast.parse((ROOT / module).read_text()))
+    assert set(in_module) == set(names), f"{module} should set {names}"
+    assert in_notebook == in_module
 
 
 def test_a_changed_copy_is_told_apart():
@@ -99,5 +102,4 @@ def test_a_changed_copy_is_told_apart():
     packaged = ast.parse('def f(x: int = 1) -> int:\n    """Doc."""\n    return x.repeat(5)\n').body[0]
     same = ast.parse("def f(x=1):\n    return x.repeat(5)\n").body[0]
     changed = ast.parse("def f(x=1):\n    return x.repeat(10)\n").body[0]
-    assert _normalized(same) == _normalized(packaged)
-    assert _normalized(changed) != _normalized(ast.parse(ast.unparse(packaged)).body[0])
+    assert _normalized(same) == _normalized(packaged) != _normalized(changed)

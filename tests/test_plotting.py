@@ -16,7 +16,7 @@ def tff_round_metrics(accuracy, loss):
         distributor=(),
         client_work=collections.OrderedDict(
             train=collections.OrderedDict(
-                sparse_categorical_accuracy=accuracy, loss=loss, num_examples=2880, num_batches=2880
+                sparse_categorical_accuracy=accuracy, loss=loss, num_examples=1440, num_batches=1440
             )
         ),
         aggregator=collections.OrderedDict(mean_value=(), mean_weight=()),

@@ -262,6 +262,15 @@ def _page_problems(driver, page) -> tuple[list[str], dict]:
         title = driver.execute_script("const h = document.querySelector('h1'); return h ? h.textContent : '';")
         if not title.startswith(NOTEBOOK_TITLES[page.removeprefix("notebooks/").removesuffix(".html")]):
             problems.append(f"the page's first heading is {title!r}, not the notebook's title")
+        # The setup cell's 20 lines are folded behind a toggle; its verdict ("Ready") shows.
+        folded = driver.execute_script(
+            "const cell = Array.from(document.querySelectorAll('.cell_input'))"
+            ".find(e => e.textContent.includes('KIT_REPOSITORY'));"
+            "return cell ? cell.getClientRects().length === 0 : null;")
+        if folded is not True:
+            problems.append("the setup cell's code is " + ("missing" if folded is None else "shown in full"))
+        if "Ready: TensorFlow Federated" not in text:
+            problems.append("the setup cell's verdict is not shown")
     return problems, {"images": len(images), "links": driver.execute_script(LINKS_JS), "buttons": len(buttons)}
 
 

@@ -17,7 +17,7 @@ settings, a fresh process per configuration, on an AMD EPYC with AVX-512,
   imitates an older CPU). Each sums the 784 products of a pixel row and the
   weights in another order, and float32 addition is not associative. The
   model weights after round 1 differed by 7.5e-8 between them; the metrics
-  agreed to four decimals for three rounds, then parted: round-8 accuracy
+  agreed to four decimals for two rounds, then parted: round-8 accuracy
   0.6812 with Eigen, 0.6361 with oneDNN, 0.6347 with oneDNN limited to AVX.
 * The original tutorial's settings (one example per step, learning rate 0.02
   on inputs of squared length about 740, five local epochs) amplify those
@@ -113,7 +113,7 @@ def check_training(history: Sequence[Mapping], *, examples: int = EXAMPLES_PER_R
 
 # Notebook 04's evaluation of the final model (after 10 rounds): accuracy on
 # each set of digits, with Eigen's kernels, and its tolerance
-# (`benchmarks/numeric_drift.py`, as above). oneDNN gave 0.872, 0.813 and
+# (`benchmarks/numeric_drift.py`, as above). oneDNN gave 0.872, 0.812 and
 # 0.535, oneDNN limited to AVX 0.872, 0.875 and 0.527: about twice that
 # spread. The held-out set has only 32 digits, so one digit more or less
 # right is 0.031.

@@ -47,6 +47,17 @@ def measure_rounds(mode, process, state, client_arg, context, *, rounds=3, backe
     return cost, state
 
 
+def kib(num_bytes: float) -> str:
+    """Bytes as KiB to print: whole KiB from 100 KiB up, one decimal below.
+
+    The bytes of a round's in-memory datasets vary a little from run to run
+    (1,118.2 and 1,118.3 KiB in two runs of notebook 05 on one machine): a
+    tenth of a KiB of a megabyte is noise, not a figure to compare.
+    """
+    value = num_bytes / 1024
+    return f"{value:,.0f} KiB" if value >= 100 else f"{value:,.1f} KiB"
+
+
 def describe_wait(seconds: float, count: int, latency: float) -> str:
     """How long `count` requests took, in latencies, in words that read the same on any machine.
 

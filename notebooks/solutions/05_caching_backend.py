@@ -10,12 +10,10 @@ class CachingBackend(remote_data.DataBackend):
         self.cache = {}  # URI -> its fetch. Kept on self, so it outlives one round.
 
     async def materialize(self, data, type_spec):
-        if data.uri not in self.cache:
-            # The fetch itself goes into the cache, not only its result: a URI
-            # named twice in one round then waits for the fetch under way.
-            self.cache[data.uri] = asyncio.ensure_future(self.inner.materialize(data, type_spec))
-        try:
-            return await self.cache[data.uri]
-        except Exception:
-            self.cache.pop(data.uri, None)  # A failed fetch is tried again next time.
-            raise
+        fetch = self.cache.get(data.uri)
+        # The fetch itself goes into the cache, not only its result: a URI named
+        # twice in one round then waits for the fetch under way. One that failed,
+        # or was cancelled with its round, is started again.
+        if fetch is None or fetch.cancelled() or (fetch.done() and fetch.exception() is not None):
+            fetch = self.cache[data.uri] = asyncio.ensure_future(self.inner.materialize(data, type_spec))
+        return await fetch

@@ -1,0 +1,30 @@
+"""How notebooks 05 and 06 print what a round costs (tutorial_helpers.round_costs)."""
+
+import pytest
+
+from tutorial_helpers.round_costs import RoundCost, describe_wait, kib
+
+
+@pytest.mark.parametrize(("num_bytes", "shown"), [
+    (1_145_088, "1,118 KiB"),  # A round of in-memory datasets: whole KiB.
+    (1_145_190, "1,118 KiB"),  # A hundred bytes more: the same figure.
+    (1_146_000, "1,119 KiB"),  # Most of a KiB more: another one.
+    (21_811, "21.3 KiB"),  # Datasets that read the file: one decimal.
+    (130, "0.1 KiB"),  # Client ids.
+])
+def test_kib_shows_whole_kib_from_100_up_and_one_decimal_below(num_bytes, shown):
+    assert kib(num_bytes) == shown
+
+
+def test_bytes_through_the_controller_add_what_came_in_and_what_went_out():
+    cost = RoundCost("mode", seconds=[1.0, 1.0], bytes_to_workers=[10, 20], bytes_from_service=[1, 2])
+    assert cost.bytes_through_controller == [11, 22]
+
+
+@pytest.mark.parametrize(("seconds", "words"), [
+    (3.3, "at least 32 x the latency: one after another"),
+    (0.5, "under 8 x the latency: overlapped"),
+    (1.2, "about 12 x the latency: partly overlapped"),
+])
+def test_describe_wait_counts_latencies(seconds, words):
+    assert describe_wait(seconds, 32, 0.1) == words
