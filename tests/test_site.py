@@ -266,7 +266,8 @@ def _page_problems(driver, page) -> tuple[list[str], dict]:
         folded = driver.execute_script(
             "const cell = Array.from(document.querySelectorAll('.cell_input'))"
             ".find(e => e.textContent.includes('KIT_REPOSITORY'));"
-            "return cell ? cell.getClientRects().length === 0 : null;")
+            "if (!cell) return null; const fold = cell.closest('details');"
+            "return Boolean(fold) && !fold.open && !cell.checkVisibility();")
         if folded is not True:
             problems.append("the setup cell's code is " + ("missing" if folded is None else "shown in full"))
         if "Ready: TensorFlow Federated" not in text:
