@@ -285,3 +285,30 @@ def test_the_error_after_the_last_attempt_is_chained_to_its_cause():
         materialize(backend, "uri://1")
     assert isinstance(raised.value.__cause__, aiohttp.ClientConnectionError)
     assert backend.requests == 2 and backend.retries == 1
+
+
+def test_wait_for_log_returns_the_line_a_child_prints_and_names_what_it_waited_for():
+    import sys
+
+    from tutorial_helpers.processes import ManagedProcess
+
+    script = "import time; time.sleep(0.3); print('listening on port 4711', flush=True); time.sleep(30)"
+    with ManagedProcess([sys.executable, "-c", script], description="printer") as child:
+        match = child.wait_for_log(r"^listening on port (\d+)$", timeout=10)
+        assert match.group(1) == "4711"
+        with pytest.raises(TimeoutError, match=r"printer \(pid \d+\) did not print 'never' within 1 s"):
+            child.wait_for_log("never", timeout=1)
+    quitter = ManagedProcess([sys.executable, "-c", "print('bye'); raise SystemExit(3)"], description="quitter")
+    try:
+        with pytest.raises(RuntimeError, match=r"exited with code 3\. Its log ends with:\nbye"):
+            quitter.wait_for_log("never", timeout=10)
+    finally:
+        quitter.stop()
+
+
+def test_two_services_started_together_bind_ports_of_their_own():
+    with DataService() as first, DataService() as second:
+        assert first.port != second.port
+        for service in (first, second):
+            with urllib.request.urlopen(f"{service.url}/health") as response:
+                assert response.status == 200

@@ -36,7 +36,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
-import portpicker
 
 from tutorial_helpers.processes import ManagedProcess
 
@@ -214,21 +213,24 @@ class DataService(ManagedProcess):
                 f"latency must be >= 0 and failure_rate within [0, 1]; got latency={latency}, "
                 f"failure_rate={failure_rate}."
             )
-        self.port = portpicker.pick_unused_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # The service binds a free port itself and prints it: a port picked
+        # here could be taken by another program before the service binds it.
+        self.port, self.url = None, None
         super().__init__(
-            [sys.executable, "-m", "tutorial_helpers.data_service", f"--port={self.port}",
+            [sys.executable, "-m", "tutorial_helpers.data_service", "--port=0",
              f"--latency={latency}", f"--failure-rate={failure_rate}", f"--seed={seed}"],
             description="data service",
         )
         try:
+            started = self.wait_for_log(r"^serving \d+ clients on (http://127\.0\.0\.1:(\d+))$", startup_timeout)
+            self.url, self.port = started.group(1), int(started.group(2))
             self.wait_for_http(f"{self.url}/health", startup_timeout)
         except BaseException:
             self.stop()
             raise
 
     def __str__(self) -> str:
-        return f"data service (pid {self.pid}, {self.url})"
+        return f"data service (pid {self.pid}, {self.url or 'starting'})"
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -139,14 +140,18 @@ class ManagedProcess:
     def is_running(self) -> bool:
         return self._process.poll() is None
 
+    def _log_text(self) -> str:
+        if self._log.closed:
+            return ""
+        self._log.flush()
+        with open(self._log.name, "rb") as f:
+            return f.read().decode("utf-8", errors="replace")
+
     def log_tail(self, lines: int = 15) -> str:
         """Returns the last `lines` lines the process wrote."""
         if self._log.closed:
             return "(log closed)"
-        self._log.flush()
-        with open(self._log.name, "rb") as f:
-            text = f.read().decode("utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+        return "\n".join(self._log_text().splitlines()[-lines:]) or "(empty)"
 
     def check_alive(self) -> None:
         """Raises RuntimeError, with the process's last log lines, if it has exited."""
@@ -156,26 +161,44 @@ class ManagedProcess:
                    else f"exited with code {code}")
             raise RuntimeError(f"{self} is not running: it {how}. Its log ends with:\n{self.log_tail()}")
 
-    def wait_for_http(self, url: str, timeout: float) -> None:
-        """Waits until `url` answers HTTP 200.
+    def _wait(self, ready, timeout: float, what: str):
+        """Calls `ready()` every 0.1 s until it returns something true, and returns that.
 
         Raises RuntimeError (with the log's last lines) if the process exits
-        first, TimeoutError if `timeout` seconds pass.
+        first, TimeoutError naming `what` it did not do if `timeout` seconds pass.
         """
         deadline = time.monotonic() + timeout
         while True:
             self.check_alive()
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            result = ready()
+            if result:
+                return result
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"{self} did not answer within {timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
+                    f"{self} did not {what} within {timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
                 )
             time.sleep(0.1)
+
+    def wait_for_http(self, url: str, timeout: float) -> None:
+        """Waits until `url` answers HTTP 200 (errors as `wait_for_log`'s)."""
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    return response.status == 200
+            except (urllib.error.URLError, OSError):
+                return False
+
+        self._wait(answers, timeout, "answer")
+
+    def wait_for_log(self, pattern: str, timeout: float) -> re.Match:
+        """Waits until the process has written a line matching `pattern`; returns the match.
+
+        Raises RuntimeError (with the log's last lines) if the process exits
+        first, TimeoutError if `timeout` seconds pass.
+        """
+        compiled = re.compile(pattern, re.MULTILINE)
+        return self._wait(lambda: compiled.search(self._log_text()), timeout, f"print {pattern!r}")
 
     def stop(self) -> None:
         """Stops the process and waits for it to exit. Safe to call twice."""
