@@ -34,7 +34,13 @@ def test_decisions_from_given_facts():
     assert silent.status == "FIX" and "did not answer" in silent.message
     root = preflight.check_jupyterlab(True, "", as_root=True)
     assert root.status == "note" and "--allow-root" in root.message
-    assert preflight.check_private_network(False, "no user namespaces").status == "note"
+    # Uncontained workers on a machine with addresses are a FIX, with the ways out;
+    # inside the kit's container, or with no address but loopback, a note.
+    on_a_network = preflight.check_private_network(False, "no user namespaces", addresses=["192.0.2.2%eth0"])
+    assert on_a_network.status == "FIX" and "private_network=False" in on_a_network.message
+    assert preflight.check_private_network(False, "no user namespaces", in_container=True,
+                                           addresses=["192.0.2.2%eth0"]).status == "note"
+    assert preflight.check_private_network(False, "no user namespaces", addresses=[]).status == "note"
 
 
 def test_a_round_off_the_reference_is_reported():

@@ -1,6 +1,7 @@
 """The processes the kit starts: contained, interrupt-proof, and always stopped."""
 
 import os
+import sys
 import textwrap
 import time
 
@@ -74,6 +75,62 @@ def test_an_uncontained_worker_is_what_tffs_own_is_and_says_so():
         listening = listening_ports(binary.pid)
         assert listening == [("0" * 32, worker.port)]  # [::]: every interface.
         assert worker.address == f"127.0.0.1:{worker.port}"
+
+
+ON_THE_NETWORK = ["192.0.2.2%eth0", "fe80::1%eth0"]  # Documentation addresses (RFC 5737).
+
+
+def test_where_no_private_network_can_be_made_a_worker_on_a_network_is_refused(monkeypatch):
+    """Simulates a system that forbids network namespaces (Ubuntu 24.04's AppArmor) on a
+    machine with addresses: the worker is not started, and the error says what to do."""
+    from tutorial_helpers import worker_process
+
+    monkeypatch.setattr(worker_process, "private_network_status", lambda: (False, "simulated: denied"))
+    monkeypatch.setattr(worker_process, "network_addresses", lambda: ON_THE_NETWORK)
+    monkeypatch.delenv("KIT_CONTAINER", raising=False)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(RuntimeError, match=r"will not start a TFF worker here.*simulated: denied") as refused:
+        WorkerProcess()
+    message = str(refused.value)
+    for way_out in ("apparmor_parser -r /etc/apparmor.d/tff-kit", os.path.realpath(sys.executable),
+                    "kernel.apparmor_restrict_unprivileged_userns=0", "'Containers'", "private_network=False"):
+        assert way_out in message
+    assert "192.0.2.2%eth0" in message
+    assert {p.pid for p in psutil.Process().children(recursive=True)} == before  # Nothing started.
+
+
+def test_inside_the_kits_container_an_uncontained_worker_runs_and_says_so_once(monkeypatch):
+    from tutorial_helpers import worker_process
+
+    monkeypatch.setattr(worker_process, "private_network_status", lambda: (False, "simulated: denied"))
+    monkeypatch.setattr(worker_process, "network_addresses", lambda: ON_THE_NETWORK)
+    monkeypatch.setenv("KIT_CONTAINER", "1")
+    processes._warn_uncontained.cache_clear()
+    with pytest.warns(RuntimeWarning, match="publishes only Jupyter's port"), WorkerProcess() as worker:
+        assert not worker.contained and worker.address == f"127.0.0.1:{worker.port}"
+    assert not worker.is_running()
+
+
+def test_the_policy_allows_an_uncontained_worker_only_where_nothing_else_reaches_it():
+    refused, why = processes.uncontained_policy("denied", in_container=False, addresses=ON_THE_NETWORK)
+    assert not refused and "Three ways out" in why
+    assert processes.uncontained_policy("denied", in_container=True, addresses=ON_THE_NETWORK)[0]
+    alone, why = processes.uncontained_policy("denied", in_container=False, addresses=[])
+    assert alone and "no address but loopback" in why
+
+
+def test_network_addresses_sees_this_machines_and_none_in_an_empty_network():
+    import shutil
+    import subprocess
+
+    if not shutil.which("unshare") or not processes.private_network_status()[0]:
+        pytest.skip("no unshare, or no user namespaces, to make an empty network")
+    code = "from tutorial_helpers.processes import network_addresses as a; print(a())"
+    inside = subprocess.run(["unshare", "-rn", sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert inside.stdout.strip() == "[]"  # Only a loopback, and that one down.
+    outside = processes.network_addresses()
+    assert all("%" in a and not a.endswith("%lo") for a in outside)
 
 
 def test_children_run_outside_the_parents_process_group():

@@ -30,7 +30,12 @@ from pathlib import Path
 
 import portpicker
 
-from tutorial_helpers.processes import ManagedProcess, private_network_status
+from tutorial_helpers.processes import (
+    ManagedProcess,
+    network_addresses,
+    private_network_status,
+    uncontained_policy,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_FREE_GB = 1.0  # The sample data and the notebooks' outputs take tens of MB; TF's caches more.
@@ -137,11 +142,13 @@ def check_local_port() -> Result:
     return Result("ok", "ports", f"127.0.0.1 ports can be opened (e.g. {port})")
 
 
-def check_private_network(contained: bool, reason: str) -> Result:
+def check_private_network(contained: bool, reason: str, *, in_container: bool = False,
+                          addresses: list[str] | None = None) -> Result:
     if contained:
         return Result("ok", "private network", "TFF workers run in a network of their own")
-    return Result("note", "private network", f"not available ({reason}): workers will listen on every "
-                  "interface, as TFF's own do. Use a trusted network (README.md, 'Processes').")
+    allowed, message = uncontained_policy(reason, in_container=in_container,
+                                          addresses=[] if addresses is None else addresses)
+    return Result("note" if allowed else "FIX", "private network", message)
 
 
 def check_training(history, seconds: float) -> Result:
@@ -184,7 +191,8 @@ def main() -> int:
         check_kernel(kernelspecs()),
         check_local_port(),
         check_jupyterlab(*jupyterlab_starts(), as_root=os.geteuid() == 0),
-        check_private_network(*private_network_status()),
+        check_private_network(*private_network_status(), in_container="KIT_CONTAINER" in os.environ,
+                              addresses=network_addresses()),
     ]
     for result in results:
         print(f"preflight: {result.status:4s} {result.what}: {result.message}", flush=True)

@@ -22,6 +22,7 @@ directory only this user can open (see `tutorial_helpers.launcher`).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import re
 import shutil
@@ -76,16 +77,79 @@ def private_network_status() -> tuple[bool, str]:
     return False, reason[-1] if reason else f"the probe exited with code {probe.returncode}"
 
 
+def network_addresses() -> list[str]:
+    """This machine's addresses other than loopback ones, IPv4 and IPv6 (Linux; [] elsewhere).
+
+    A worker that listens on every interface is reachable at each of them;
+    IPv6 link-local addresses count, since the local network reaches them.
+    """
+    import fcntl
+    import socket
+    import struct
+
+    addresses = []
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if fields[-1] != "lo":
+                    addresses.append(str(ipaddress.IPv6Address(int(fields[0], 16))) + "%" + fields[-1])
+    except OSError:
+        pass
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            if name == "lo":
+                continue
+            try:  # SIOCGIFADDR: the interface's IPv4 address.
+                packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+            except OSError:  # No IPv4 address.
+                continue
+            addresses.append(f"{socket.inet_ntoa(packed[20:24])}%{name}")
+    return addresses
+
+
+def uncontained_policy(reason: str, *, in_container: bool, addresses: list[str]) -> tuple[bool, str]:
+    """Whether a worker may run uncontained where no private network can be made, and why.
+
+    Returns (True, a warning) inside the kit's container, whose worker ports
+    are not published, or on a machine with no address but loopback; else
+    (False, an error that says why and the three ways out).
+    """
+    if in_container:
+        return True, (
+            "TFF workers will listen on every network interface of this container, as TFF's own "
+            f"do: the container does not allow a private network namespace ({reason}). The kit's "
+            "container publishes only Jupyter's port, on your machine's loopback, so nothing "
+            "else reaches them.")
+    if not addresses:
+        return True, (
+            "TFF workers will listen on every network interface, as TFF's own do: this system "
+            f"does not allow a private network namespace ({reason}); this machine has no address "
+            "but loopback now, so nothing else reaches them.")
+    python = os.path.realpath(sys.executable)
+    return False, (
+        "The kit will not start a TFF worker here: this system does not allow a private network "
+        f"namespace ({reason}), and a worker would then listen on every interface, at "
+        f"{', '.join(addresses[:3])}{' ...' if len(addresses) > 3 else ''}, with no password. "
+        "Anyone on this network could have it run computations, which can read and write your "
+        "files. Three ways out:\n"
+        "  1. Let the kit make private networks. On Ubuntu 23.10 and later, AppArmor forbids "
+        "them to programs without a profile; allow the kit's Python only (it stays allowed "
+        "for every program run by that interpreter):\n"
+        f"       printf 'abi <abi/4.0>,\\ninclude <tunables/global>\\nprofile tff-kit {python} "
+        "flags=(unconfined) {\\n  userns,\\n}\\n' | sudo tee /etc/apparmor.d/tff-kit && "
+        "sudo apparmor_parser -r /etc/apparmor.d/tff-kit\n"
+        "     or lift the restriction for every program until the next boot (it undoes a "
+        "protection Ubuntu added): sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0\n"
+        "  2. Run the kit in its container (README.md, 'Containers'), which publishes no worker "
+        "port.\n"
+        "  3. Accept the risk knowingly, on a network you trust: pass private_network=False "
+        "(create_execution_context(..., private_network=False)).")
+
+
 @functools.cache
-def _warn_uncontained(reason: str) -> None:
-    warnings.warn(
-        "TFF workers will listen on every network interface of this machine, as TFF's own do: "
-        f"this system does not allow a private network namespace ({reason}). Anyone who can "
-        "reach this machine's ports could then send a worker computations. Use a trusted network "
-        "(or none); see README.md, 'Processes'.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+def _warn_uncontained(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 @functools.cache

@@ -33,7 +33,13 @@ import grpc
 import portpicker
 import tensorflow_federated as tff
 
-from tutorial_helpers.processes import ManagedProcess, _warn_uncontained, private_network_status
+from tutorial_helpers.processes import (
+    ManagedProcess,
+    _warn_uncontained,
+    network_addresses,
+    private_network_status,
+    uncontained_policy,
+)
 
 # The port a contained worker listens on: any will do, the namespace is its own.
 _CONTAINED_PORT = 8000
@@ -107,8 +113,10 @@ class WorkerProcess(ManagedProcess):
       startup_timeout: seconds to wait for the worker to answer.
       private_network: True to require containment (RuntimeError where the
         system forbids it), False to listen on every interface as TFF's own
-        workers do, None (the default) to contain it where possible and warn
-        once where not.
+        workers do, None (the default) to contain it where possible; where
+        not, it runs uncontained (with a warning, once) only inside the kit's
+        container or on a machine with no address but loopback, and is
+        otherwise refused with a RuntimeError that says what to do.
     """
 
     def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0,
@@ -120,7 +128,11 @@ class WorkerProcess(ManagedProcess):
                 f"namespace: {reason}. Pass private_network=None to run the worker uncontained."
             )
         if private_network is None and not possible:
-            _warn_uncontained(reason)
+            allowed, message = uncontained_policy(
+                reason, in_container="KIT_CONTAINER" in os.environ, addresses=network_addresses())
+            if not allowed:
+                raise RuntimeError(message)
+            _warn_uncontained(message)
         self.contained = possible
         self.port = _CONTAINED_PORT if possible else portpicker.pick_unused_port()
         args = [
