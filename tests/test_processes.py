@@ -133,6 +133,24 @@ def test_network_addresses_sees_this_machines_and_none_in_an_empty_network():
     assert all("%" in a and not a.endswith("%lo") for a in outside)
 
 
+def test_socket_folders_of_processes_that_are_gone_are_removed_by_the_next_start(tmp_path, monkeypatch):
+    """A kernel killed by SIGKILL cannot remove its worker's socket folder; the next
+    process that makes one removes the folders whose owner is gone, and no other."""
+    import subprocess
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = tmp_path / f"tff-kit-{gone.pid}-abc"
+    alive = tmp_path / f"tff-kit-{os.getppid()}-def"  # pytest's parent: running.
+    unnamed = tmp_path / "tff-kit-old"  # Made before folders carried a pid.
+    for folder in (orphan, alive, unnamed):
+        folder.mkdir(mode=0o700)
+    assert processes._remove_orphaned_socket_dirs() == [str(orphan)]
+    assert not orphan.exists() and alive.exists() and unnamed.exists()
+
+
 def test_children_run_outside_the_parents_process_group():
     """Jupyter's interrupt signals the kernel's process group; the kit's children are not in it."""
     with WorkerProcess() as worker:

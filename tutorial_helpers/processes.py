@@ -22,6 +22,7 @@ directory only this user can open (see `tutorial_helpers.launcher`).
 from __future__ import annotations
 
 import functools
+import glob
 import ipaddress
 import os
 import re
@@ -49,6 +50,36 @@ def _stop(process: subprocess.Popen, log_file, socket_dir: str | None) -> None:
     log_file.close()
     if socket_dir is not None:
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+_SOCKET_DIR_PREFIX = "tff-kit-"
+
+
+def _remove_orphaned_socket_dirs() -> list[str]:
+    """Removes this user's socket folders whose owner process is gone; returns them.
+
+    A folder is named `tff-kit-<pid of the process that made it>-<random>`.
+    A process killed by SIGKILL (a Jupyter kernel killed or restarted) cannot
+    remove its folders; the next process that makes one does. Folders of
+    running processes, of other users, and without a pid are left alone.
+    """
+    removed = []
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), _SOCKET_DIR_PREFIX + "*-*")):
+        owner = os.path.basename(path)[len(_SOCKET_DIR_PREFIX):].split("-", 1)[0]
+        try:
+            mine = os.stat(path).st_uid == os.getuid()
+        except OSError:
+            continue
+        if not (owner.isdigit() and mine) or int(owner) == os.getpid():
+            continue
+        try:
+            os.kill(int(owner), 0)
+        except ProcessLookupError:  # Gone: its folder is an orphan.
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        except PermissionError:  # Alive, another user's.
+            pass
+    return removed
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
@@ -185,7 +216,9 @@ class ManagedProcess:
         launcher = [sys.executable, "-m", "tutorial_helpers.launcher", f"--parent={os.getpid()}"]
         socket_dir = None
         if private_network:
-            socket_dir = tempfile.mkdtemp(prefix="tff-kit-")  # Mode 0700: only this user.
+            _remove_orphaned_socket_dirs()
+            # Mode 0700: only this user. The pid lets a later process tell an orphan.
+            socket_dir = tempfile.mkdtemp(prefix=f"{_SOCKET_DIR_PREFIX}{os.getpid()}-")
             self.socket_path = os.path.join(socket_dir, "socket")
             launcher += [f"--socket={self.socket_path}", f"--port={inner_port}"]
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by _stop)
