@@ -1,5 +1,7 @@
 """scripts/preflight: each decision from given facts, and one real run."""
 
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +57,8 @@ def test_preflight_on_this_machine_says_ready():
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert lines[-1].startswith("preflight: ready (")
-    for what in ("platform", "python", "disk", "kernel", "jupyterlab", "ports", "private network", "training"):
+    for what in ("platform", "python", "user", "disk", "kernel", "certificates", "jupyterlab", "ports",
+                 "private network", "training"):
         assert any(f" {what}: " in line for line in lines), what
 
 
@@ -68,3 +71,55 @@ def test_ports_check_fails_with_the_loopback_interface_down():
                           timeout=60, check=False)
     assert down.stdout.startswith("FIX") and "ip link set lo up" in down.stdout, down.stdout + down.stderr
     assert preflight.check_local_port().status == "ok"
+
+
+def test_user_and_python_origin_are_named():
+    assert preflight.check_user(1000, "ada").status == "ok"
+    root = preflight.check_user(0, "root")
+    assert root.status == "note" and "ordinary user" in root.message and "--allow-root" in root.message
+    managed = preflight.check_python((3, 11), str(ROOT / ".kit-tools" / "python" / "cpython-3.11-linux"))
+    assert managed.status == "ok" and "managed CPython" in managed.message
+    assert "managed" not in preflight.check_python((3, 11), "/usr").message
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate, as a TLS-inspecting proxy presents one."""
+    import http.server
+    import ssl
+    import threading
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "proxy.pem", tmp_path / "proxy.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=Campus TLS inspection", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/", cert
+    server.shutdown()
+    server.server_close()
+
+
+def test_certificates_check_tells_an_untrusted_proxy_from_a_trusted_one(tls_server, monkeypatch):
+    url, cert = tls_server
+    untrusted = preflight.check_certificates(url, timeout=10)
+    assert untrusted.status == "FIX", untrusted.message
+    assert "update-ca-certificates" in untrusted.message and "SSL_CERT_FILE" in untrusted.message
+    # The same server, once the machine trusts its certificate (as after update-ca-certificates).
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    trusted = preflight.check_certificates(url, timeout=10)
+    assert trusted.status == "ok", trusted.message
+
+
+def test_certificates_check_offline_is_a_note():
+    with socket.socket() as probe:  # A port on loopback that nothing listens on.
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = preflight.check_certificates(f"https://127.0.0.1:{port}/", timeout=5)
+    assert result.status == "note" and "KIT_WHEELHOUSE" in result.message

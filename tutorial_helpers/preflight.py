@@ -2,9 +2,10 @@
 
 Each check prints one line, "ok", "note" (works, but read this) or "FIX"
 (what to do), and the run ends with "ready" or the number of things to fix.
-The checks: the platform, the Python, free disk, the kit's Jupyter kernel,
-local ports, JupyterLab (started for real, on loopback), private networks
-for TFF's workers, and one real round of
+The checks: the platform, the Python (and where it came from), the user
+(root or not), free disk, the kit's Jupyter kernel, HTTPS to the package
+index with this machine's certificates, local ports, JupyterLab (started for
+real, on loopback), private networks for TFF's workers, and one real round of
 Federated Averaging through a data backend, checked against the reference
 run. The decisions are plain functions of the facts, so they are tested with
 the facts given (tests/test_preflight.py).
@@ -13,16 +14,19 @@ the facts given (tests/test_preflight.py).
 from __future__ import annotations
 
 import contextlib
+import getpass
 import io
 import json
 import os
 import platform
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,11 +59,49 @@ def check_platform(system: str, machine: str) -> Result:
                   "kit's container, Binder, or a Linux x86-64 machine (README.md, 'Other ways to install').")
 
 
-def check_python(version: tuple[int, int]) -> Result:
+def check_python(version: tuple[int, int], base_prefix: str = "") -> Result:
     if version == (3, 11):
+        if Path(base_prefix).resolve().is_relative_to(ROOT / ".kit-tools"):
+            return Result("ok", "python", "Python 3.11, a managed CPython that scripts/setup installed into "
+                          ".kit-tools/python because the machine has no 3.11 of its own")
         return Result("ok", "python", "Python 3.11")
     return Result("FIX", "python", f"Python {version[0]}.{version[1]}: the kit's environment is Python 3.11. "
                   "Run scripts/setup with PYTHON=/path/to/python3.11.")
+
+
+def check_user(euid: int, name: str) -> Result:
+    if euid != 0:
+        return Result("ok", "user", f"running as {name}, not root")
+    return Result("note", "user", "running as root. Learners do not: what root writes (caches, the clone's "
+                  "build/) an ordinary user cannot change later, and Jupyter refuses root without --allow-root. "
+                  "Try the kit as the user who will run the workshop.")
+
+
+# Where setup installs from: the first index the learner configured, else PyPI.
+INDEX_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
+
+
+def index_url() -> str:
+    return next((os.environ[v] for v in INDEX_VARIABLES if os.environ.get(v)), "https://pypi.org/simple/")
+
+
+def check_certificates(url: str | None = None, timeout: float = 10) -> Result:
+    """HTTPS to the package index, verified with this machine's certificates (as pip, and uv in setup, do)."""
+    url = url or index_url()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=ssl.create_default_context()):
+            pass
+    except (OSError, ValueError) as e:  # URLError, a timeout, a reset connection, a malformed address
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            return Result("FIX", "certificates", f"{url} presents a certificate this machine does not trust "
+                          f"({reason.verify_message}). Behind a TLS-inspecting proxy, add the proxy's "
+                          "certificate to the system's store (Debian/Ubuntu: copy it to "
+                          "/usr/local/share/ca-certificates/ as a .crt file, then sudo update-ca-certificates), "
+                          "or point SSL_CERT_FILE at a bundle that has it; setup makes uv use the same store.")
+        return Result("note", "certificates", f"{url} is out of reach ({reason}): fine once set up, or "
+                      "offline with KIT_WHEELHOUSE; setup needs it for a first install or a changed lock.")
+    return Result("ok", "certificates", f"HTTPS to {url} verified with this machine's certificates")
 
 
 def check_disk(free_bytes: int, path: Path) -> Result:
@@ -186,9 +228,11 @@ def main() -> int:
     start = time.monotonic()
     results = [
         check_platform(platform.system(), platform.machine()),
-        check_python(sys.version_info[:2]),
+        check_python(sys.version_info[:2], sys.base_prefix),
+        check_user(os.geteuid(), getpass.getuser()),
         check_disk(shutil.disk_usage(ROOT).free, ROOT),
         check_kernel(kernelspecs()),
+        check_certificates(),
         check_local_port(),
         check_jupyterlab(*jupyterlab_starts(), as_root=os.geteuid() == 0),
         check_private_network(*private_network_status(), in_container="KIT_CONTAINER" in os.environ,
