@@ -82,7 +82,7 @@ def main() -> None:
         return [data.client_dataset(train, i) for i in range(args.clients)]
 
     # The kit contains each worker in a private network where it can (see
-    # tutorial_helpers.launcher); an uncontained worker listens as TFF's own do.
+    # tutorial_helpers.runtime.launcher); an uncontained worker listens as TFF's own do.
     per_round = {"direct datasets": [], "DataBackend (URIs)": []}
     contained_ctx = remote_data.create_execution_context(IndexBackend())
     uncontained_ctx = contained_ctx

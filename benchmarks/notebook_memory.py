@@ -22,6 +22,8 @@ from pathlib import Path
 
 import psutil
 
+from tutorial_helpers import KERNEL_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 
@@ -48,7 +50,7 @@ def run(notebook: Path, interval: float) -> dict:
         nbconvert = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "jupyter"), "nbconvert", "--log-level=ERROR", "--to", "notebook",
              "--execute", "--inplace", "--KernelManager.transport=ipc",
-             "--ExecutePreprocessor.kernel_name=tff-remote-data-kit", "--ExecutePreprocessor.timeout=900",
+             f"--ExecutePreprocessor.kernel_name={KERNEL_NAME}", "--ExecutePreprocessor.timeout=900",
              copy.name],
             cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )

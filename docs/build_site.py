@@ -30,7 +30,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(ROOT))  # Run as a script: tutorial_helpers from this clone.
-from tutorial_helpers import project_links  # noqa: E402
+from tutorial_helpers.workshop import project_links  # noqa: E402
 
 # The button row's icons on the site: the kit's own, so that pages load offline.
 SITE_ICONS = {key: f"../_static/buttons/{key}.svg" for key in project_links.NOTEBOOK_ICONS}

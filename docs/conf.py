@@ -5,7 +5,8 @@ one source folder and runs Sphinx on it. Notebooks are rendered with the
 outputs they already have: myst-nb never executes them here.
 """
 
-from tutorial_helpers import __version__, project_links
+from tutorial_helpers import __version__
+from tutorial_helpers.workshop import project_links
 
 URLS = project_links.read_urls()
 

@@ -16,7 +16,7 @@ Python at URL under DIR/<release>/<file>, the layout that uv reads back with
 `--mirror file://DIR`. uv checks the archive's hash when it installs it.
 
 The index is the first of UV_DEFAULT_INDEX, UV_INDEX_URL and PIP_INDEX_URL
-that is set, else PyPI. urllib uses the system's certificate store and the
+that is set, else PyPI, as for pip. urllib uses the system's certificate store and the
 usual proxy variables (HTTPS_PROXY, NO_PROXY), as pip does. Exit codes: 0
 done, 1 a download or a check failed (the message says which), 2 bad
 arguments or a platform the kit does not support.
@@ -37,6 +37,7 @@ from pathlib import Path
 
 # The wheel of uv that runs on the kit's platform (glibc Linux on x86-64).
 WHEEL_PLATFORM = "manylinux_2_17_x86_64.manylinux2014_x86_64"
+# pip's default index, used when none is configured.
 PYPI = "https://pypi.org/simple"
 
 
@@ -65,6 +66,7 @@ def wheel_name(version: str) -> str:
 
 
 def index_url() -> str:
+    """The package index the learner configured for uv or pip, else pip's default."""
     for variable in ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"):
         if os.environ.get(variable):
             return os.environ[variable].rstrip("/")
@@ -85,7 +87,8 @@ def download(url: str, what: str) -> bytes:
 
 def wheel_from_index(name: str) -> bytes:
     """The wheel's bytes, found by name in the index's page for uv (PEP 503)."""
-    page_url = f"{index_url()}/uv/"
+    index = index_url()
+    page_url = f"{index}/uv/"
     page = download(page_url, "the index's page for uv").decode("utf-8", "replace")
     for href in re.findall(r'href="([^"]+)"', page):
         path = urllib.parse.urlsplit(href).path

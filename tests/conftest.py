@@ -18,7 +18,7 @@ SESSION_MARK_NAME, SESSION_MARK_VALUE = "TUTORIAL_HELPERS_TEST_SESSION", uuid.uu
 os.environ[SESSION_MARK_NAME] = SESSION_MARK_VALUE
 # A kit process is TFF's worker or a kit module run with `python -m`, found
 # anywhere in the command line, so also behind wrappers such as
-# `python -m tutorial_helpers.launcher ... -- .../worker_binary --port=N`.
+# `python -m tutorial_helpers.runtime.launcher ... -- .../worker_binary --port=N`.
 # TFF's own local context names the binary through "executor_stacks/../../../../data/".
 KIT_COMMAND = re.compile(
     r"tensorflow_federated/\S*data/worker_binary|(?:^|\s)-m\s*tutorial_helpers\.\w"

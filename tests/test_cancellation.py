@@ -13,9 +13,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import computation_pb2 as pb
-from tensorflow_federated.python.core.impl.executors import executor_base
 
 from tutorial_helpers import remote_data
+from tutorial_helpers.runtime.tff_private import Executor
 
 COUNT_TYPE = tff.SequenceType(np.int64)
 CLIENTS_TYPE = tff.FederatedType(COUNT_TYPE, tff.CLIENTS)
@@ -30,7 +30,7 @@ def references(uris=URIS):
     ]
 
 
-class TargetExecutor(executor_base.Executor):
+class TargetExecutor(Executor):
     """Stands in for TFF's RemoteExecutor: records the values it is given."""
 
     def __init__(self):

@@ -175,3 +175,18 @@ def test_a_failed_full_download_says_what_it_was_and_leaves_no_partial_file(monk
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     train, _ = data.load_emnist(source="auto", cache_dir=tmp_path)
     assert "bundled sample" in capsys.readouterr().out
+
+
+def test_default_cache_dir_follows_the_variables_a_learner_may_set(monkeypatch, tmp_path):
+    from tutorial_helpers.data import default_cache_dir
+
+    monkeypatch.delenv("TUTORIAL_HELPERS_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "tff-remote-data-kit"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "tff-remote-data-kit"
+    monkeypatch.setenv("TUTORIAL_HELPERS_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    monkeypatch.setenv("TUTORIAL_HELPERS_CACHE", "")  # Empty counts as unset.
+    assert default_cache_dir() == tmp_path / "xdg" / "tff-remote-data-kit"

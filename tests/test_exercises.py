@@ -20,7 +20,7 @@ DATASET_TYPE = model.DATASET_TYPE
 def run_solution(name, **notebook_names):
     """Runs a solution file in a namespace holding the notebook's names, as %load would."""
     namespace = dict(notebook_names)
-    exec(compile((SOLUTIONS / name).read_text(), name, "exec"), namespace)  # noqa: S102
+    exec(compile((SOLUTIONS / name).read_text(), name, "exec"), namespace)
     return namespace
 
 
@@ -29,20 +29,20 @@ class Unsolved(remote_data.DataBackend):
         raise NotImplementedError
 
 
-def test_even_clients(emnist, capsys):
+def test_even_clients(emnist):
     train, _ = emnist
     namespace = run_solution(
         "02_even_clients.py", remote_data=remote_data, preprocess=data.preprocess, emnist_train=train
     )
-    exercises.check_even_clients_backend(namespace["even_backend"], train, DATASET_TYPE)
-    assert "Correct!" in capsys.readouterr().out
+    result = exercises.check_even_clients_backend(namespace["even_backend"], train, DATASET_TYPE)
+    assert result.passed, result.message
 
-    exercises.check_even_clients_backend(Unsolved(), train, DATASET_TYPE)
-    assert "Not solved yet" in capsys.readouterr().out
+    result = exercises.check_even_clients_backend(Unsolved(), train, DATASET_TYPE)
+    assert not result.passed and "Not solved yet" in result.message
 
     # Serving every client is wrong: odd ones must be refused.
-    exercises.check_even_clients_backend(ClientDataBackend(train), train, DATASET_TYPE)
-    assert "'uri://1' should be rejected" in capsys.readouterr().out
+    result = exercises.check_even_clients_backend(ClientDataBackend(train), train, DATASET_TYPE)
+    assert not result.passed and "'uri://1' should be rejected" in result.message
 
     # The parse of the original tutorial's era, with the parity rule added:
     # int() takes a sign, so uri://-2 is served as ids[-2], writer 97, an odd
@@ -54,15 +54,15 @@ def test_even_clients(emnist, capsys):
                 raise ValueError(f"{data_.uri} is not served")
             return data.preprocess(train.create_tf_dataset_for_client(train.client_ids[index]))
 
-    exercises.check_even_clients_backend(LenientParse(), train, DATASET_TYPE)
-    out = capsys.readouterr().out
+    result = exercises.check_even_clients_backend(LenientParse(), train, DATASET_TYPE)
+    out = result.message
     assert out.startswith("Not right yet")
     for uri in ("'uri://-2'", "'uri://04'", "'uri:// 4'", "'uri://\u0664'"):
         assert f"{uri} should be rejected, but a dataset was returned" in out
     assert "ids[-2] is a client counted from the end" in out
 
 
-def test_label_zero(emnist, capsys):
+def test_label_zero(emnist):
     train, _ = emnist
     namespace = run_solution("03_label_zero.py", tff=tff, tf=tf, np=np, dataset_type=DATASET_TYPE)
 
@@ -77,16 +77,16 @@ def test_label_zero(emnist, capsys):
     )
 
     with remote_data.create_execution_context(ClientDataBackend(train)):
-        exercises.check_label_zero_count(namespace["count_label_zero"], DATASET_TYPE, train)
-        assert "Correct!" in capsys.readouterr().out
-        exercises.check_label_zero_count(unsolved, DATASET_TYPE, train)
-        assert "Not solved yet" in capsys.readouterr().out
-        exercises.check_label_zero_count(forgot_sum, DATASET_TYPE, train)
-        assert "Did you sum over the clients?" in capsys.readouterr().out
+        result = exercises.check_label_zero_count(namespace["count_label_zero"], DATASET_TYPE, train)
+        assert result.passed, result.message
+        result = exercises.check_label_zero_count(unsolved, DATASET_TYPE, train)
+        assert not result.passed and "Not solved yet" in result.message
+        result = exercises.check_label_zero_count(forgot_sum, DATASET_TYPE, train)
+        assert not result.passed and "Did you sum over the clients?" in result.message
 
 
 @pytest.mark.slow
-def test_other_clients(emnist, capsys):
+def test_other_clients(emnist):
     train, _ = emnist
     process = model.build_fed_avg()
     evaluation_process = tff.learning.algorithms.build_fed_eval(model.model_fn)
@@ -97,14 +97,14 @@ def test_other_clients(emnist, capsys):
         dataset_type=DATASET_TYPE, iterative_process=process, evaluation_process=evaluation_process,
     )
     history, evaluation = namespace["other_history"], namespace["other_evaluation"]
-    exercises.check_other_clients(history, evaluation, train)
-    assert "Correct!" in capsys.readouterr().out
-    exercises.check_other_clients(None, None, train)
-    assert "Not solved yet" in capsys.readouterr().out
-    exercises.check_other_clients(history[:2], evaluation, train)  # Too few rounds.
-    assert "should hold 3 rounds" in capsys.readouterr().out
-    exercises.check_other_clients(history, None, train)  # Training done, evaluation not yet.
-    assert "other_evaluation is still None" in capsys.readouterr().out
+    result = exercises.check_other_clients(history, evaluation, train)
+    assert result.passed, result.message
+    result = exercises.check_other_clients(None, None, train)
+    assert not result.passed and "Not solved yet" in result.message
+    result = exercises.check_other_clients(history[:2], evaluation, train)  # Too few rounds.
+    assert not result.passed and "should hold 3 rounds" in result.message
+    result = exercises.check_other_clients(history, None, train)  # Training done, evaluation not yet.
+    assert not result.passed and "other_evaluation is still None" in result.message
 
     # The typical slips, run for real: each round from the initial state; the
     # evaluation with the training backend (every digit NUM_EPOCHS times); the
@@ -128,15 +128,15 @@ def test_other_clients(emnist, capsys):
         )
     with remote_data.create_execution_context(eval_backend):
         untrained = evaluation_process.next(evaluation_process.initialize(), eval_handle)
-    exercises.check_other_clients(trained_further, evaluation, train)  # Not a fresh model.
-    assert "far below a fresh model's" in capsys.readouterr().out
-    exercises.check_other_clients(not_carried, evaluation, train)
-    assert "pass each round's result.state" in capsys.readouterr().out
+    result = exercises.check_other_clients(trained_further, evaluation, train)  # Not a fresh model.
+    assert not result.passed and "far below a fresh model's" in result.message
+    result = exercises.check_other_clients(not_carried, evaluation, train)
+    assert not result.passed and "pass each round's result.state" in result.message
     metrics = lambda output: output.metrics["client_work"]["eval"]["current_round_metrics"]  # noqa: E731
-    exercises.check_other_clients(history, metrics(all_epochs), train)
-    assert "evaluate in a context with eval_backend" in capsys.readouterr().out
-    exercises.check_other_clients(history, metrics(untrained), train)
-    assert "that of the untrained model" in capsys.readouterr().out
+    result = exercises.check_other_clients(history, metrics(all_epochs), train)
+    assert not result.passed and "evaluate in a context with eval_backend" in result.message
+    result = exercises.check_other_clients(history, metrics(untrained), train)
+    assert not result.passed and "that of the untrained model" in result.message
 
     # The right count of digits, but the wrong model: the notebook's earlier
     # `state` (trained on writers 0-4, so measured on its own training
@@ -151,14 +151,14 @@ def test_other_clients(emnist, capsys):
                      evaluation_process.initialize(), process.get_model_weights(weights_of)), eval_handle)
                  for name, weights_of in (("earlier state", earlier), ("one round", first_round))}
     for name, output in wrong.items():
-        exercises.check_other_clients(history, metrics(output), train)
-        out = capsys.readouterr().out
+        result = exercises.check_other_clients(history, metrics(output), train)
+        out = result.message
         assert out.startswith("Not right yet") and "Evaluate the weights of the last state" in out, name
     # A made-up history with the right counts and a falling loss.
     made_up = [{"client_work": {"train": {**m["client_work"]["train"], "sparse_categorical_accuracy": 0.5}}}
                for m in history]
-    exercises.check_other_clients(made_up, evaluation, train)
-    assert "the check ran the same training" in capsys.readouterr().out
+    result = exercises.check_other_clients(made_up, evaluation, train)
+    assert not result.passed and "the check ran the same training" in result.message
 
 
 def small_client_data(num_clients: int):
@@ -175,15 +175,15 @@ def small_client_data(num_clients: int):
 
 
 @pytest.mark.parametrize("num_clients", [4, 7])
-def test_the_even_clients_check_fits_the_data_it_is_given(num_clients, capsys):
+def test_the_even_clients_check_fits_the_data_it_is_given(num_clients):
     small = small_client_data(num_clients)
     namespace = run_solution(
         "02_even_clients.py", remote_data=remote_data, preprocess=data.preprocess, emnist_train=small
     )
-    exercises.check_even_clients_backend(namespace["even_backend"], small, DATASET_TYPE)
-    assert "Correct!" in capsys.readouterr().out
-    exercises.check_even_clients_backend(ClientDataBackend(small), small, DATASET_TYPE)
-    out = capsys.readouterr().out
+    result = exercises.check_even_clients_backend(namespace["even_backend"], small, DATASET_TYPE)
+    assert result.passed, result.message
+    result = exercises.check_even_clients_backend(ClientDataBackend(small), small, DATASET_TYPE)
+    out = result.message
     assert "'uri://1' should be rejected" in out and "uri://97" not in out
 
 
@@ -199,33 +199,33 @@ def fake_evaluation(num_examples: int, loss: float = 1.0):
     return {"num_examples": num_examples, "loss": loss, "sparse_categorical_accuracy": 0.6}
 
 
-def test_the_training_check_counts_the_examples_of_the_clients_it_is_given(capsys):
+def test_the_training_check_counts_the_examples_of_the_clients_it_is_given():
     small = small_client_data(4)  # 1, 2, 3, 1 examples.
     check = exercises.check_other_clients
     six = 6 * data.NUM_EPOCHS  # Clients 0-2 hold 6 examples.
     # Right counts, falling loss, but made up: the check's own run of the
     # training on these clients refuses it.
-    check(fake_history(3 * data.NUM_EPOCHS), fake_evaluation(3), small, clients=[1, 3], eval_clients=[0, 1])
-    out = capsys.readouterr().out
+    result = check(fake_history(3 * data.NUM_EPOCHS), fake_evaluation(3), small, clients=[1, 3], eval_clients=[0, 1])
+    out = result.message
     assert out.startswith("Not right yet") and "the check ran the same training" in out
-    check(fake_history(99), fake_evaluation(1), small, clients=range(0, 3), eval_clients=[3])
-    assert f"clients 0-2 hold 6 x {data.NUM_EPOCHS} epochs = {six}" in capsys.readouterr().out
-    check(fake_history(six, losses=(10.0, 10.0, 10.0)), fake_evaluation(1), small, clients=range(0, 3),
+    result = check(fake_history(99), fake_evaluation(1), small, clients=range(0, 3), eval_clients=[3])
+    assert not result.passed and f"clients 0-2 hold 6 x {data.NUM_EPOCHS} epochs = {six}" in result.message
+    result = check(fake_history(six, losses=(10.0, 10.0, 10.0)), fake_evaluation(1), small, clients=range(0, 3),
           eval_clients=[3])
-    assert "Every round gave the same metrics" in capsys.readouterr().out
-    check(fake_history(six, losses=(10.0, 11.0, 12.0)), fake_evaluation(1), small, clients=range(0, 3),
+    assert not result.passed and "Every round gave the same metrics" in result.message
+    result = check(fake_history(six, losses=(10.0, 11.0, 12.0)), fake_evaluation(1), small, clients=range(0, 3),
           eval_clients=[3])
-    assert "The loss did not fall" in capsys.readouterr().out
-    check(fake_history(six), fake_evaluation(4), small, clients=range(0, 3), eval_clients=[3])
-    assert "The evaluation saw 4 digits; clients 3 hold 1" in capsys.readouterr().out
-    check(fake_history(six), fake_evaluation(1, loss=float(np.log(10))), small, clients=range(0, 3),
+    assert not result.passed and "The loss did not fall" in result.message
+    result = check(fake_history(six), fake_evaluation(4), small, clients=range(0, 3), eval_clients=[3])
+    assert not result.passed and "The evaluation saw 4 digits; clients 3 hold 1" in result.message
+    result = check(fake_history(six), fake_evaluation(1, loss=float(np.log(10))), small, clients=range(0, 3),
           eval_clients=[3])
-    assert "untrained model" in capsys.readouterr().out
-    check(fake_history(six, losses=(2.0, 1.5, 1.0)), fake_evaluation(1), small, clients=range(0, 3),
+    assert not result.passed and "untrained model" in result.message
+    result = check(fake_history(six, losses=(2.0, 1.5, 1.0)), fake_evaluation(1), small, clients=range(0, 3),
           eval_clients=[3])
-    assert "far below a fresh model's" in capsys.readouterr().out
-    check(fake_history(six), [0.5], small, clients=range(0, 3), eval_clients=[3])
-    assert "should be the dict under" in capsys.readouterr().out
+    assert not result.passed and "far below a fresh model's" in result.message
+    result = check(fake_history(six), [0.5], small, clients=range(0, 3), eval_clients=[3])
+    assert not result.passed and "should be the dict under" in result.message
 
 
 def test_the_checks_reject_clients_the_data_does_not_have():
@@ -240,11 +240,11 @@ def test_the_checks_reject_clients_the_data_does_not_have():
         exercises.check_label_zero_count(lambda handle: 0, DATASET_TYPE, small, num_clients=5)
 
 
-def test_caching_backend(emnist, capsys):
+def test_caching_backend(emnist):
     train, _ = emnist
     namespace = run_solution("05_caching_backend.py", asyncio=asyncio, remote_data=remote_data)
-    exercises.check_caching_backend(namespace["CachingBackend"], train, DATASET_TYPE)
-    assert "Correct!" in capsys.readouterr().out
+    result = exercises.check_caching_backend(namespace["CachingBackend"], train, DATASET_TYPE)
+    assert result.passed, result.message
 
     class UnsolvedCache(remote_data.DataBackend):  # The exercise as handed out.
         def __init__(self, inner):
@@ -253,8 +253,8 @@ def test_caching_backend(emnist, capsys):
         async def materialize(self, data, type_spec):
             raise NotImplementedError
 
-    exercises.check_caching_backend(UnsolvedCache, train, DATASET_TYPE)
-    assert "Not solved yet" in capsys.readouterr().out
+    result = exercises.check_caching_backend(UnsolvedCache, train, DATASET_TYPE)
+    assert not result.passed and "Not solved yet" in result.message
 
     class CachePerCall(UnsolvedCache):  # A cache that lives only as long as one call.
         async def materialize(self, data, type_spec):
@@ -263,8 +263,8 @@ def test_caching_backend(emnist, capsys):
                 cache[data.uri] = await self.inner.materialize(data, type_spec)
             return cache[data.uri]
 
-    exercises.check_caching_backend(CachePerCall, train, DATASET_TYPE)
-    out = capsys.readouterr().out
+    result = exercises.check_caching_backend(CachePerCall, train, DATASET_TYPE)
+    out = result.message
     assert "Round 2 asked the inner backend 5 more times" in out
     assert "fetch under way" not in out  # Its trouble is not the duplicate: it keeps nothing.
 
@@ -276,8 +276,8 @@ def test_caching_backend(emnist, capsys):
                 self.dataset = await self.inner.materialize(data, type_spec)
             return self.dataset
 
-    exercises.check_caching_backend(OneDatasetForAll, train, DATASET_TYPE)
-    assert "Is the cache keyed on data.uri?" in capsys.readouterr().out
+    result = exercises.check_caching_backend(OneDatasetForAll, train, DATASET_TYPE)
+    assert not result.passed and "Is the cache keyed on data.uri?" in result.message
 
     class ResultsOnly(UnsolvedCache):  # Caches results: a URI named twice in a round is fetched twice.
         def __init__(self, inner):
@@ -289,8 +289,8 @@ def test_caching_backend(emnist, capsys):
                 self.cache[data.uri] = await self.inner.materialize(data, type_spec)
             return self.cache[data.uri]
 
-    exercises.check_caching_backend(ResultsOnly, train, DATASET_TYPE)
-    out = capsys.readouterr().out
+    result = exercises.check_caching_backend(ResultsOnly, train, DATASET_TYPE)
+    out = result.message
     assert out.startswith("Not right yet") and "Round 1 names uri://0 twice, and it was fetched twice" in out
     assert "Round 2" not in out  # Its cache does outlive a round.
 
@@ -329,23 +329,22 @@ def test_the_caching_solution_survives_a_round_that_failed_or_was_cancelled(emni
     assert isinstance(dataset, tf.data.Dataset) and calls == 3
 
 
-def test_worker_side_filter(emnist, capsys):
+def test_worker_side_filter(emnist):
     train, _ = emnist
     namespace = run_solution("06_worker_side_filter.py", data=data)
-    exercises.check_worker_side_filter(namespace["keep_digits_0_to_4"], train, DATASET_TYPE)
-    out = capsys.readouterr().out
-    assert "Correct!" in out and "controller sent only their ids" in out
+    result = exercises.check_worker_side_filter(namespace["keep_digits_0_to_4"], train, DATASET_TYPE)
+    assert result.passed and "controller sent only their ids" in result.message
 
     def unsolved(dataset):
         raise NotImplementedError
 
-    exercises.check_worker_side_filter(unsolved, train, DATASET_TYPE)
-    assert "Not solved yet" in capsys.readouterr().out
+    result = exercises.check_worker_side_filter(unsolved, train, DATASET_TYPE)
+    assert not result.passed and "Not solved yet" in result.message
 
     # Off by one: the 5s are kept too.
-    exercises.check_worker_side_filter(
+    result = exercises.check_worker_side_filter(
         lambda dataset: data.preprocess(dataset.filter(lambda e: e["label"] <= 5)), train, DATASET_TYPE)
-    assert "Examples labelled 5 to 9 reached the training" in capsys.readouterr().out
+    assert not result.passed and "Examples labelled 5 to 9 reached the training" in result.message
 
     # Pixels divided by 255 a second time, epochs repeated but not shuffled:
     # the right labels, so only the examples themselves tell.
@@ -354,21 +353,30 @@ def test_worker_side_filter(emnist, capsys):
         return low.map(lambda e: collections.OrderedDict(x=tf.reshape(e["pixels"] / 255.0, [-1, 784]),
                                                          y=tf.reshape(e["label"], [-1, 1])))
 
-    exercises.check_worker_side_filter(scaled_twice, train, DATASET_TYPE)
-    assert "not the tutorial's pixels" in capsys.readouterr().out
+    result = exercises.check_worker_side_filter(scaled_twice, train, DATASET_TYPE)
+    assert not result.passed and "not the tutorial's pixels" in result.message
 
     def not_shuffled(dataset):  # Right pixels, in the raw order.
         return scaled_twice(dataset.map(lambda e: {"label": e["label"], "pixels": e["pixels"] * 255.0}))
 
-    exercises.check_worker_side_filter(not_shuffled, train, DATASET_TYPE)
-    assert "in another order than the tutorial's preprocessing" in capsys.readouterr().out
+    result = exercises.check_worker_side_filter(not_shuffled, train, DATASET_TYPE)
+    assert not result.passed and "in another order than the tutorial's preprocessing" in result.message
 
     # Filtered after the preprocessing: the right digits, shuffled among the others.
-    exercises.check_worker_side_filter(
+    result = exercises.check_worker_side_filter(
         lambda dataset: data.preprocess(dataset).filter(lambda b: b["y"][0, 0] < 5), train, DATASET_TYPE)
-    assert "in another order than the tutorial's preprocessing" in capsys.readouterr().out
+    assert not result.passed and "in another order than the tutorial's preprocessing" in result.message
 
     # Filtered, but not preprocessed: not what the learning process takes.
-    exercises.check_worker_side_filter(
+    result = exercises.check_worker_side_filter(
         lambda dataset: dataset.filter(lambda e: e["label"] < 5), train, DATASET_TYPE)
-    assert "Apply the tutorial's preprocessing" in capsys.readouterr().out
+    assert not result.passed and "Apply the tutorial's preprocessing" in result.message
+
+
+def test_a_check_prints_its_message_and_jupyter_shows_nothing_more(capsys):
+    """The notebook shows what the check printed; the returned result adds no Out[] line."""
+    small = small_client_data(4)
+    result = exercises.check_other_clients(None, None, small, clients=[0], eval_clients=[1])
+    assert capsys.readouterr().out == result.message + "\n"
+    assert result.problems and not result.passed
+    assert result._ipython_display_() is None and capsys.readouterr().out == ""

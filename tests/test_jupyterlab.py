@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 import websocket  # websocket-client, which jupyter-server needs
 
-from tutorial_helpers import preflight
+from tutorial_helpers import KERNEL_NAME
+from tutorial_helpers.workshop import preflight
 
 ROOT = Path(__file__).resolve().parent.parent
 JUPYTER = Path(sys.executable).parent / "jupyter"  # What preflight.jupyterlab_server starts.
-KERNEL = "tff-remote-data-kit"
+KERNEL = KERNEL_NAME
 
 
 def call(url: str, method: str = "GET", body: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:

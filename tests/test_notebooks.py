@@ -151,7 +151,7 @@ def nblint(tmp_path, *extra):
     """
     import shutil
 
-    from tutorial_helpers import project_links
+    from tutorial_helpers.workshop import project_links
 
     root = tmp_path / "kit"
     (root / "notebooks").mkdir(parents=True)
@@ -202,3 +202,45 @@ def test_each_excluded_lint_still_fails_and_nothing_else_does(tmp_path):
         failing = {lint for notebook, verdict, lint in verdicts
                    if notebook == f"notebooks/{path.name}" and verdict == "Fail"}
         assert failing == set(excluded_lints()), (path.name, plain[-3000:])
+
+
+def _sanitize(text: str) -> str:
+    """nbval's sanitizing with the kit's rules (notebooks/nbval_sanitize.cfg), in its order."""
+    import configparser
+
+    rules = configparser.ConfigParser()
+    rules.read(NOTEBOOKS / "nbval_sanitize.cfg")
+    for section in rules.sections():
+        text = re.sub(rules[section]["regex"], rules[section]["replace"], text)
+    return text
+
+
+def _stored_text(name: str) -> str:
+    cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
+    return "\n".join("".join(output.get("text", "")) for cell in cells for output in cell.get("outputs", [])
+                     if output.get("output_type") == "stream")
+
+
+def test_nbval_masks_the_kits_training_digits_and_compares_the_originals():
+    text = _stored_text("04_training.ipynb")
+    row = re.search(r"\n +1 +(0\.\d{3}) +(\d+\.\d{2}) +1440 \| +(0\.116) +(12\.68)", text)
+    assert row, "04's table with the original's figures is not in the stored outputs"
+    # The kit's own figures of another CPU: the same after masking.
+    other_cpu = text.replace(row.group(0), row.group(0).replace(row.group(1), "0.107", 1).replace(row.group(2), "12.02", 1))
+    assert _sanitize(other_cpu) == _sanitize(text)
+    evaluation = re.search(r"(never trained on +10111 +)(0\.\d{3})", text)
+    assert _sanitize(text.replace(evaluation.group(0), evaluation.group(1) + "0.561")) == _sanitize(text)
+    # The original tutorial's printed figures and the example counts are compared.
+    assert _sanitize(text.replace("0.116   12.68", "0.117   12.68")) != _sanitize(text)
+    assert _sanitize(text.replace("1440 |", "1441 |", 1)) != _sanitize(text)
+
+
+def test_nbval_compares_uris_in_errors_except_the_one_a_dying_service_picks():
+    text = _stored_text("03_execution_context.ipynb")
+    assert "'uri://100'" in text
+    assert _sanitize(text.replace("'uri://100'", "'uri://101'")) != _sanitize(text)
+    dying = _stored_text("05_remote_data_service.ipynb")
+    picked = re.search(r"failed for URI 'uri://(\d+)': ConnectionError", dying)
+    assert picked, "05's stored error of a service that died is not there"
+    other = dying.replace(picked.group(0), picked.group(0).replace(picked.group(1), "3"))
+    assert _sanitize(other) == _sanitize(dying)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tutorial_helpers import preflight
+from tutorial_helpers import KERNEL_NAME
+from tutorial_helpers.workshop import preflight
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,9 +24,9 @@ def test_decisions_from_given_facts():
     low = preflight.check_disk(2 * 10**8, ROOT)
     assert low.status == "FIX" and "0.20 GB free" in low.message
     assert "run scripts/setup" in preflight.check_kernel({}).message
-    other = {"tff-remote-data-kit": {"spec": {"argv": ["/elsewhere/bin/python", "-m", "ipykernel_launcher"]}}}
+    other = {KERNEL_NAME: {"spec": {"argv": ["/elsewhere/bin/python", "-m", "ipykernel_launcher"]}}}
     assert "not this clone's" in preflight.check_kernel(other).message
-    mine = {"tff-remote-data-kit": {"spec": {"argv": [sys.executable, "-m", "ipykernel_launcher"]}}}
+    mine = {KERNEL_NAME: {"spec": {"argv": [sys.executable, "-m", "ipykernel_launcher"]}}}
     assert preflight.check_kernel(mine).status == "ok"
     assert preflight.check_private_network(True, "").status == "ok"
     assert preflight.check_jupyterlab(True, "").status == "ok"
@@ -64,7 +65,7 @@ def test_preflight_on_this_machine_says_ready():
 
 def test_ports_check_fails_with_the_loopback_interface_down():
     """In a new network namespace the loopback is down: binding works, connecting does not."""
-    code = "from tutorial_helpers import preflight; r = preflight.check_local_port(); print(r.status, r.message)"
+    code = "from tutorial_helpers.workshop import preflight; r = preflight.check_local_port(); print(r.status, r.message)"
     if subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False).returncode != 0:
         pytest.skip("unshare -rn is not allowed here (no user namespaces)")
     down = subprocess.run(["unshare", "-rn", sys.executable, "-c", code], capture_output=True, text=True,

@@ -9,10 +9,11 @@ import psutil
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from tutorial_helpers import processes
+from tutorial_helpers import KERNEL_NAME
+from tutorial_helpers.runtime import processes
 from tutorial_helpers.worker_process import WorkerProcess
 
-KERNEL = "tff-remote-data-kit"
+KERNEL = KERNEL_NAME
 TCP_LISTEN = "0A"  # The state column of /proc/net/tcp{,6}.
 
 
@@ -105,7 +106,7 @@ def test_inside_the_kits_container_an_uncontained_worker_runs_and_says_so_once(m
     monkeypatch.setattr(worker_process, "private_network_status", lambda: (False, "simulated: denied"))
     monkeypatch.setattr(worker_process, "network_addresses", lambda: ON_THE_NETWORK)
     monkeypatch.setenv("KIT_CONTAINER", "1")
-    processes._warn_uncontained.cache_clear()
+    processes.warn_uncontained.cache_clear()
     with pytest.warns(RuntimeWarning, match="publishes only Jupyter's port"), WorkerProcess() as worker:
         assert not worker.contained and worker.address == f"127.0.0.1:{worker.port}"
     assert not worker.is_running()
@@ -125,7 +126,7 @@ def test_network_addresses_sees_this_machines_and_none_in_an_empty_network():
 
     if not shutil.which("unshare") or not processes.private_network_status()[0]:
         pytest.skip("no unshare, or no user namespaces, to make an empty network")
-    code = "from tutorial_helpers.processes import network_addresses as a; print(a())"
+    code = "from tutorial_helpers.runtime.processes import network_addresses as a; print(a())"
     inside = subprocess.run(["unshare", "-rn", sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert inside.stdout.strip() == "[]"  # Only a loopback, and that one down.
@@ -265,6 +266,58 @@ def test_the_launcher_rejects_bad_arguments_by_name(args, message):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "tutorial_helpers.launcher", *args],
+    result = subprocess.run([sys.executable, "-m", "tutorial_helpers.runtime.launcher", *args],
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_private_network_true_refuses_where_none_can_be_made_and_starts_nothing(monkeypatch):
+    from tutorial_helpers import worker_process
+
+    monkeypatch.setattr(worker_process, "private_network_status", lambda: (False, "simulated: denied"))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(RuntimeError, match=r"private_network=True, but .*simulated: denied.*private_network=None"):
+        WorkerProcess(private_network=True)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} == before
+
+
+@pytest.mark.parametrize(("parent", "code"), [("os.getppid()", 0), ("os.getppid() + 10**6", 1)])
+def test_a_child_whose_parent_is_already_gone_does_not_start(parent, code):
+    """The launcher's check after asking for the parent-death signal: the parent it names is gone."""
+    import subprocess
+
+    script = f"import os; from tutorial_helpers.runtime.launcher import _die_with; _die_with({parent})"
+    assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == code
+
+
+def test_a_process_that_cannot_start_leaves_no_socket_folder_or_log(tmp_path, monkeypatch):
+    import subprocess
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(processes, "_remove_orphaned_socket_dirs", lambda: None)
+
+    def no_fork(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable (simulated fork failure)")
+
+    monkeypatch.setattr(subprocess, "Popen", no_fork)
+    with pytest.raises(OSError, match="simulated fork failure"):
+        processes.ManagedProcess(["true"], "test child", private_network=True, inner_port=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wait_for_http_names_what_did_not_answer_in_time_and_a_child_that_exited():
+    import socket
+
+    with socket.socket() as probe:  # A loopback port that nothing listens on.
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/health"
+    with processes.ManagedProcess([sys.executable, "-c", "import time; time.sleep(30)"], "silent child") as child:
+        with pytest.raises(TimeoutError, match=r"silent child \(pid \d+\) did not answer within 1 s"):
+            child.wait_for_http(url, timeout=1)
+    quitter = processes.ManagedProcess([sys.executable, "-c", "raise SystemExit(4)"], "quitter")
+    try:
+        with pytest.raises(RuntimeError, match="exited with code 4"):
+            quitter.wait_for_http(url, timeout=30)
+    finally:
+        quitter.stop()

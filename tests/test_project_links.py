@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from tutorial_helpers import project_links
+from tutorial_helpers.workshop import project_links
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_every_button_badge_and_clone_command_agrees_with_pyproject():
     result = subprocess.run(
-        [sys.executable, "-m", "tutorial_helpers.project_links", "--check"],
+        [sys.executable, "-m", "tutorial_helpers.workshop.project_links", "--check"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

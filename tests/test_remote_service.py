@@ -1,7 +1,6 @@
 """The data service, the HTTP backend, and worker-side loading, including what goes wrong."""
 
 import asyncio
-import io
 import json
 import os
 import signal
@@ -17,7 +16,7 @@ from tensorflow_federated.proto.v0 import computation_pb2 as pb
 from tests.conftest import worker_pids
 from tests.test_backends import MALFORMED
 from tutorial_helpers import data, model, remote_data
-from tutorial_helpers.data_service import DataService
+from tutorial_helpers.data_service import DataService, decode
 from tutorial_helpers.http_backend import HttpDataBackend
 from tutorial_helpers.multi_worker import create_multi_worker_context, worker_side_process
 from tutorial_helpers.sample import TRAIN, client_arrays
@@ -50,9 +49,13 @@ def test_service_runs_in_its_own_process_and_serves_every_client(service):
     status, body, headers = get(f"{service.url}/clients/3")
     assert status == 200 and headers["X-Client-Id"] == listing["client_ids"][3]
     expected = client_arrays(TRAIN)[listing["client_ids"][3]]
-    with np.load(io.BytesIO(body)) as arrays:
-        np.testing.assert_array_equal(arrays["pixels"], expected["pixels"])
-        np.testing.assert_array_equal(arrays["label"], expected["label"])
+    arrays = decode(body)
+    np.testing.assert_array_equal(arrays["pixels"], expected["pixels"])
+    np.testing.assert_array_equal(arrays["label"], expected["label"])
+    with pytest.raises(ValueError, match="bytes follow the two arrays"):
+        decode(body + b"x")
+    with pytest.raises(ValueError, match="Not a client's data"):
+        decode(body[:100])
 
 
 @pytest.mark.parametrize(
@@ -209,7 +212,7 @@ def test_a_killed_worker_of_several_gives_a_clear_error(emnist, fedavg):
 
 
 def test_remote_worker_addresses_that_do_not_answer_are_a_clear_error():
-    from tutorial_helpers.multi_worker import RemoteWorker
+    from tutorial_helpers.worker_process import RemoteWorker
 
     with pytest.raises(ConnectionError, match=r"No TFF worker answers at 127.0.0.1:9"):
         RemoteWorker("127.0.0.1:9", connect_timeout=0.5)
@@ -290,7 +293,7 @@ def test_the_error_after_the_last_attempt_is_chained_to_its_cause():
 def test_wait_for_log_returns_the_line_a_child_prints_and_names_what_it_waited_for():
     import sys
 
-    from tutorial_helpers.processes import ManagedProcess
+    from tutorial_helpers.runtime.processes import ManagedProcess
 
     script = "import time; time.sleep(0.3); print('listening on port 4711', flush=True); time.sleep(30)"
     with ManagedProcess([sys.executable, "-c", script], description="printer") as child:
@@ -312,3 +315,71 @@ def test_two_services_started_together_bind_ports_of_their_own():
         for service in (first, second):
             with urllib.request.urlopen(f"{service.url}/health") as response:
                 assert response.status == 200
+
+
+class _CorruptingHandler:
+    """Serves /clients/0 with a body whose X-Content-SHA256 is wrong the first `corrupt` times."""
+
+    @staticmethod
+    def server(corrupt: int):
+        import hashlib
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        served = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b"the client's examples"
+                served.append(self.path)
+                damaged = len(served) <= corrupt
+                digest = hashlib.sha256(b"other bytes" if damaged else body).hexdigest()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Content-SHA256", digest)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return httpd, served
+
+
+@pytest.mark.parametrize(("corrupt", "attempts", "arrives"), [(2, 4, True), (3, 3, False)])
+def test_a_body_that_fails_its_checksum_is_fetched_again(corrupt, attempts, arrives):
+    httpd, served = _CorruptingHandler.server(corrupt)
+    try:
+        backend = HttpDataBackend(f"http://127.0.0.1:{httpd.server_address[1]}", attempts=attempts, backoff=0.01)
+        if arrives:
+            assert asyncio.run(backend.fetch("uri://0")) == b"the client's examples"
+            assert (backend.requests, backend.retries) == (corrupt + 1, corrupt)
+        else:
+            with pytest.raises(ConnectionError, match=r"3 attempts failed, the last with .*X-Content-SHA256"):
+                asyncio.run(backend.fetch("uri://0"))
+            assert backend.requests == 3
+        assert served == ["/clients/0"] * backend.requests
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.slow
+def test_a_multi_worker_context_uses_workers_started_elsewhere_and_leaves_them_running():
+    """`addresses=`: the kit connects to running workers and, on close, only disconnects."""
+    from tutorial_helpers.worker_process import WorkerProcess
+
+    @tff.tensorflow.computation(np.int32)
+    def double(x):
+        return x * 2
+
+    @tff.federated_computation(tff.FederatedType(np.int32, tff.CLIENTS))
+    def doubled_sum(values):
+        return tff.federated_sum(tff.federated_map(double, values))
+
+    with WorkerProcess() as first, WorkerProcess() as second:
+        with create_multi_worker_context(addresses=[first.address, second.address]) as ctx:
+            assert [worker.address for worker in ctx.workers] == [first.address, second.address]
+            assert doubled_sum([1, 2, 3, 4]) == 20
+        assert first.is_running() and second.is_running()

@@ -28,3 +28,22 @@ def test_bytes_through_the_controller_add_what_came_in_and_what_went_out():
 ])
 def test_describe_wait_counts_latencies(seconds, words):
     assert describe_wait(seconds, 32, 0.1) == words
+
+
+def test_plot_round_costs_draws_the_medians_of_each_mode_and_refuses_nothing_to_plot(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tutorial_helpers.plotting import plot_round_costs
+    from tutorial_helpers.round_costs import RoundCost
+
+    costs = [RoundCost("memory", [0.3, 0.1, 0.2], [10240, 10240, 10240], [0, 0, 0]),
+             RoundCost("HTTP", [1.0, 3.0, 2.0], [10240] * 3, [2048, 4096, 1024])]
+    figure = plot_round_costs(costs, save_to=tmp_path / "costs.png")
+    time_axis, bytes_axis = figure.axes
+    assert [bar.get_width() for bar in time_axis.patches] == [0.2, 2.0]  # Medians, in the modes' order.
+    assert [bar.get_width() for bar in bytes_axis.patches] == [10.0, 12.0]  # KiB: 10240/1024, 12288/1024.
+    assert [label.get_text() for label in time_axis.get_yticklabels()] == ["memory", "HTTP"]
+    assert (tmp_path / "costs.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="costs is empty"):
+        plot_round_costs([])

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tutorial_helpers import project_links, setup_check
+from tutorial_helpers.workshop import project_links, setup_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -40,7 +40,10 @@ KEEP = ("HOME", "LANG", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "https_p
 def other_python() -> str | None:
     """A Python 3 that is not 3.11, to play the machine's only Python."""
     candidates = [shutil.which(f"python3.{minor}") for minor in (12, 13, 14, 10)]
-    candidates += sorted(str(p) for p in Path("/root/.pyenv/versions").glob("3.1[2-4]*/bin/python3"))
+    try:
+        candidates += sorted(str(p) for p in Path("/root/.pyenv/versions").glob("3.1[2-4]*/bin/python3"))
+    except OSError:  # Not root: root's pyenv is not ours to read.
+        pass
     for candidate in filter(None, candidates):
         version = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2] != (3, 11))"],
                                  capture_output=True, text=True, check=False).stdout.strip()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tutorial_helpers import KERNEL_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements" / "requirements.txt"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
@@ -284,4 +286,4 @@ def test_a_real_wheelhouse_installs_with_no_network(kit, tmp_path):
     assert check.stdout.split() == ["0.4.14", "0.1.0", uv_pin], check.stderr
     kernels = subprocess.run([kit / ".venv" / "bin" / "jupyter", "kernelspec", "list"],
                              capture_output=True, text=True, check=False)
-    assert "tff-remote-data-kit" in kernels.stdout, kernels.stderr
+    assert KERNEL_NAME in kernels.stdout, kernels.stderr

@@ -13,11 +13,11 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tutorial_helpers import data as kit_data
+from tutorial_helpers.data_service import CLIENT_INDEX
 from tutorial_helpers.remote_data import DataBackend
 
-# "uri://" and a decimal index without leading zeros, ASCII digits only
-# ([0-9], not \d, which also matches other scripts' digits).
-_CLIENT_URI = re.compile(r"uri://(0|[1-9][0-9]{0,8})")
+# "uri://" and a client index as the data service's paths have it.
+_CLIENT_URI = re.compile("uri://" + CLIENT_INDEX)
 
 
 def parse_client_uri(uri: str, num_clients: int | None = None) -> int:

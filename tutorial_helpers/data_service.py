@@ -10,8 +10,9 @@ Endpoints:
 * ``GET /health``: 200 "ok".
 * ``GET /clients``: JSON ``{"num_clients": n, "client_ids": [...]}``.
 * ``GET /clients/<index>``: the examples of client ``<index>`` (0-based,
-  sorted ids) as an ``.npz`` file with arrays ``pixels`` (uint8, 255 is the
-  background) and ``label`` (int8); headers ``X-Client-Id`` and
+  sorted ids): two arrays in NumPy's ``.npy`` format, one after the other,
+  ``pixels`` (uint8, 255 is the background) then ``label`` (int8), which
+  `decode` reads back; headers ``X-Client-Id`` and
   ``X-Content-SHA256`` (of the body). 404 for an index out of range, 400 for
   a malformed one, 503 for an injected failure.
 
@@ -37,15 +38,39 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from tutorial_helpers.processes import ManagedProcess
+from tutorial_helpers.runtime.processes import ManagedProcess
 
-_CLIENT_PATH = re.compile(r"/clients/(0|[1-9][0-9]{0,8})")
+# A client's index as the kit writes it everywhere, in URIs (uri://3, see
+# backends.parse_client_uri) and in this service's paths (/clients/3): a decimal
+# without leading zeros, of ASCII digits only ([0-9], not \d, which also matches
+# other scripts' digits), at most 9 of them.
+CLIENT_INDEX = "(0|[1-9][0-9]{0,8})"
+_CLIENT_PATH = re.compile("/clients/" + CLIENT_INDEX)
 
 
 def _encode(arrays: dict[str, np.ndarray]) -> bytes:
+    """A client's arrays as the service sends them: `pixels`, then `label`, each as a .npy.
+
+    Not np.savez: the bytes of its zip container change with the Python
+    version (zipfile's), and with them the checksum notebook 05 prints.
+    """
     buffer = io.BytesIO()
-    np.savez(buffer, pixels=arrays["pixels"], label=arrays["label"])
+    for name in ("pixels", "label"):
+        np.save(buffer, arrays[name], allow_pickle=False)
     return buffer.getvalue()
+
+
+def decode(body: bytes) -> dict[str, np.ndarray]:
+    """The arrays of a body that `GET /clients/<index>` sent: {"pixels": ..., "label": ...}."""
+    buffer = io.BytesIO(body)
+    try:
+        arrays = {name: np.load(buffer, allow_pickle=False) for name in ("pixels", "label")}
+    except (ValueError, EOFError) as e:
+        raise ValueError(f"Not a client's data from the kit's data service: {e}") from e
+    if buffer.tell() != len(body):
+        raise ValueError(f"Not a client's data from the kit's data service: {len(body) - buffer.tell()} "
+                         "bytes follow the two arrays.")
+    return arrays
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -70,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json")
 
-    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+    def do_GET(self) -> None:  # the name http.server calls
         server = self.server
         if self.path == "/health":
             return self._send(200, b"ok", "text/plain")
@@ -103,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
              ("X-Content-SHA256", hashlib.sha256(body).hexdigest())],
         )
 
-    def log_message(self, format, *args) -> None:  # noqa: A002 (http.server's signature)
+    def log_message(self, format, *args) -> None:  # http.server's signature
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
@@ -217,7 +242,7 @@ class DataService(ManagedProcess):
         # here could be taken by another program before the service binds it.
         self.port, self.url = None, None
         super().__init__(
-            [sys.executable, "-m", "tutorial_helpers.data_service", "--port=0",
+            [sys.executable, "-m", __name__, "--port=0",
              f"--latency={latency}", f"--failure-rate={failure_rate}", f"--seed={seed}"],
             description="data service",
         )

@@ -10,6 +10,8 @@ notebooks/solutions/ so that it is not the first thing a learner sees.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -17,15 +19,44 @@ import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import computation_pb2 as pb
 
 from tutorial_helpers import data as kit_data
+from tutorial_helpers.expected_results import training_metrics
 
 _NOT_YET = "Not solved yet: {hint} (A solution: notebooks/solutions/{solution}.)"
 
 
-def _verdict(problems: list[str], success: str) -> None:
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """What an exercise check decided: `passed`, the `problems` found, and the `message` it printed.
+
+    The check prints `message` itself (a notebook's check cell may run it
+    inside a `with` block), so Jupyter shows nothing more for the result.
+    """
+
+    passed: bool
+    problems: tuple[str, ...]
+    message: str
+
+    def _ipython_display_(self) -> None:
+        """Shows nothing: the check has printed its message already."""
+
+
+def _report(message: str, passed: bool = False, problems: tuple[str, ...] = ()) -> CheckResult:
+    print(message)
+    return CheckResult(passed, problems or (() if passed else (message,)), message)
+
+
+def _verdict(problems: list[str], success: str) -> CheckResult:
     if problems:
-        print("Not right yet:\n  - " + "\n  - ".join(problems))
-    else:
-        print(f"Correct! {success}")
+        return _report("Not right yet:\n  - " + "\n  - ".join(problems), problems=tuple(problems))
+    return _report(f"Correct! {success}", passed=True)
+
+
+def _not_yet(hint: str, solution: str) -> CheckResult:
+    return _report(_NOT_YET.format(hint=hint, solution=solution))
+
+
+def _not_right(problem: str) -> CheckResult:
+    return _report(f"Not right yet:\n  - {problem}", problems=(problem,))
 
 
 def _run(coroutine):
@@ -71,7 +102,7 @@ def _same_elements(dataset, expected) -> bool:
     )
 
 
-def check_even_clients_backend(backend, client_data, dataset_type) -> None:
+def check_even_clients_backend(backend, client_data, dataset_type) -> CheckResult:
     """Exercise 02: a backend that serves only even-numbered clients."""
     ids = client_data.client_ids
 
@@ -88,10 +119,8 @@ def check_even_clients_backend(backend, client_data, dataset_type) -> None:
         try:
             dataset = _run(materialize(uri))
         except NotImplementedError:
-            print(_NOT_YET.format(hint="materialize still raises NotImplementedError.",
-                                  solution="02_even_clients.py"))
-            return
-        except Exception as e:  # noqa: BLE001 (the learner's code may raise anything)
+            return _not_yet("materialize still raises NotImplementedError.", "02_even_clients.py")
+        except Exception as e:  # the learner's code may raise anything
             problems.append(f"{uri} should be served, but raised {type(e).__name__}: {e}")
             continue
         expected = kit_data.preprocess(client_data.create_tf_dataset_for_client(ids[index]))
@@ -115,16 +144,14 @@ def check_even_clients_backend(backend, client_data, dataset_type) -> None:
             why = f" ({lenient[uri]}; parse with client_index above)" if uri in lenient else ""
             problems.append(f"{uri!r} should be rejected, but a dataset was returned{why}.")
         except NotImplementedError:
-            print(_NOT_YET.format(hint="materialize still raises NotImplementedError.",
-                                  solution="02_even_clients.py"))
-            return
-        except Exception as e:  # noqa: BLE001
+            return _not_yet("materialize still raises NotImplementedError.", "02_even_clients.py")
+        except Exception as e:
             if uri not in str(e) and repr(uri) not in str(e):
                 problems.append(f"The error for {uri!r} should name it; it says: {e}")
-    _verdict(problems, "Even clients are served, odd and malformed URIs are refused by name.")
+    return _verdict(problems, "Even clients are served, odd and malformed URIs are refused by name.")
 
 
-def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clients: int = 5) -> None:
+def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clients: int = 5) -> CheckResult:
     """Exercise 03: a federated computation counting the examples labelled 0.
 
     Runs it on the first `num_clients` clients of `client_data` (at least 1,
@@ -138,9 +165,7 @@ def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clie
     try:
         answer = count_label_zero(handle)
     except NotImplementedError:
-        print(_NOT_YET.format(hint="count_label_zero still raises NotImplementedError.",
-                              solution="03_label_zero.py"))
-        return
+        return _not_yet("count_label_zero still raises NotImplementedError.", "03_label_zero.py")
     expected = 0
     for client_id in (client_data.client_ids[i] for i in indices):
         for example in kit_data.preprocess(client_data.create_tf_dataset_for_client(client_id)):
@@ -159,7 +184,7 @@ def check_label_zero_count(count_label_zero, dataset_type, client_data, num_clie
                                 f"(epochs included); the computation returned {int(answer)}.")
         except (TypeError, ValueError):
             problems.append(f"The computation returned {answer!r}, not a number.")
-    _verdict(problems, f"{expected} examples labelled 0 on clients {_span(indices)}.")
+    return _verdict(problems, f"{expected} examples labelled 0 on clients {_span(indices)}.")
 
 
 def _count_examples(client_data, indices) -> int:
@@ -168,9 +193,9 @@ def _count_examples(client_data, indices) -> int:
     return sum(len(list(client_data.create_tf_dataset_for_client(ids[i]))) for i in indices)
 
 
-def _train_metrics(history) -> list[dict]:
+def _train_metrics(history) -> list[Mapping]:
     """Each round's training metrics, from `result.metrics` or from its `client_work/train` part."""
-    return [m["client_work"].get("train", {}) if "client_work" in m else m for m in history]
+    return [training_metrics(m) for m in history]
 
 
 # A fresh model (all-zero weights) with the tutorial's settings has a high
@@ -293,7 +318,7 @@ def _reproduction_problems(history, evaluation, client_data, clients, eval_clien
 
 
 def check_other_clients(history, evaluation, client_data, clients=range(5, 10), eval_clients=range(0, 5),
-                        rounds: int = 3) -> None:
+                        rounds: int = 3) -> CheckResult:
     """Exercise 04: train `rounds` rounds by URI on `clients`, then evaluate on `eval_clients`.
 
     Each round must have trained on exactly those clients' examples, counted
@@ -306,8 +331,7 @@ def check_other_clients(history, evaluation, client_data, clients=range(5, 10), 
     clients = _client_indices(client_data, clients, "clients")
     eval_clients = _client_indices(client_data, eval_clients, "eval_clients")
     if history is None:
-        print(_NOT_YET.format(hint="other_history is still None.", solution="04_other_clients.py"))
-        return
+        return _not_yet("other_history is still None.", "04_other_clients.py")
     problems = _history_problems(history, client_data, clients, rounds)
     problems += _evaluation_problems(evaluation, client_data, eval_clients)
     if not problems:
@@ -317,7 +341,7 @@ def check_other_clients(history, evaluation, client_data, clients=range(5, 10), 
     if not problems:
         success += (f"; on clients {_span(eval_clients)}, never trained on: "
                     f"{float(evaluation['sparse_categorical_accuracy']):.3f}.")
-    _verdict(problems, success)
+    return _verdict(problems, success)
 
 
 class _CountingBackend:
@@ -349,7 +373,7 @@ def _same_examples(dataset, expected) -> bool:
     return examples(dataset) == examples(expected)
 
 
-def check_caching_backend(caching_backend_class, client_data, dataset_type, num_clients: int = 5) -> None:
+def check_caching_backend(caching_backend_class, client_data, dataset_type, num_clients: int = 5) -> CheckResult:
     """Exercise 05: a backend that fetches each URI from its inner backend only once.
 
     Builds `caching_backend_class(inner)` around a counting backend, runs two
@@ -360,16 +384,13 @@ def check_caching_backend(caching_backend_class, client_data, dataset_type, num_
     """
     indices = _client_indices(client_data, range(num_clients), "num_clients")
     inner = _CountingBackend(client_data)
-    not_yet = _NOT_YET.format(hint="materialize still raises NotImplementedError.",
-                              solution="05_caching_backend.py")
+    not_yet = ("materialize still raises NotImplementedError.", "05_caching_backend.py")
     try:
         backend = caching_backend_class(inner)
     except NotImplementedError:
-        print(not_yet)
-        return
-    except Exception as e:  # noqa: BLE001 (the learner's code may raise anything)
-        print(f"Not right yet:\n  - CachingBackend(inner) raised {type(e).__name__}: {e}")
-        return
+        return _not_yet(*not_yet)
+    except Exception as e:  # the learner's code may raise anything
+        return _not_right(f"CachingBackend(inner) raised {type(e).__name__}: {e}")
 
     async def one_round(round_uris):
         return await asyncio.gather(
@@ -386,11 +407,9 @@ def check_caching_backend(caching_backend_class, client_data, dataset_type, num_
         try:
             datasets = _run(one_round(round_uris))
         except NotImplementedError:
-            print(not_yet)
-            return
-        except Exception as e:  # noqa: BLE001
-            print(f"Not right yet:\n  - In {name}, materialize raised {type(e).__name__}: {e}")
-            return
+            return _not_yet(*not_yet)
+        except Exception as e:
+            return _not_right(f"In {name}, materialize raised {type(e).__name__}: {e}")
         rounds[name] = sum(inner.calls.values()) - before
         for index, uri, dataset in zip(round_indices, round_uris, datasets, strict=True):
             expected = kit_data.client_dataset(client_data, index)
@@ -413,11 +432,11 @@ def check_caching_backend(caching_backend_class, client_data, dataset_type, num_
     if rounds["a new client"] != 1:
         problems.append(f"A client not seen before should be fetched once; it was fetched "
                         f"{rounds['a new client']} times.")
-    _verdict(problems, f"Clients {_span(indices)} were fetched once in round 1 and served from the "
+    return _verdict(problems, f"Clients {_span(indices)} were fetched once in round 1 and served from the "
                        "cache in round 2: over HTTP, round 2 would send no request.")
 
 
-def check_worker_side_filter(preprocess_fn, client_data, dataset_type, num_clients: int = 3) -> None:
+def check_worker_side_filter(preprocess_fn, client_data, dataset_type, num_clients: int = 3) -> CheckResult:
     """Exercise 06: a preprocessing function, run in a TFF worker, that keeps digits 0 to 4.
 
     Builds the dataset computation of `client_data.preprocess(preprocess_fn)`,
@@ -433,19 +452,16 @@ def check_worker_side_filter(preprocess_fn, client_data, dataset_type, num_clien
     try:
         local = preprocess_fn(client_data.create_tf_dataset_for_client(ids[0]))
     except NotImplementedError:
-        print(_NOT_YET.format(hint="keep_digits_0_to_4 still raises NotImplementedError.",
-                              solution="06_worker_side_filter.py"))
-        return
-    except Exception as e:  # noqa: BLE001 (the learner's code may raise anything)
-        print(f"Not right yet:\n  - On a client's raw dataset it raised {type(e).__name__}: {e}")
-        return
+        return _not_yet("keep_digits_0_to_4 still raises NotImplementedError.", "06_worker_side_filter.py")
+    except Exception as e:  # the learner's code may raise anything
+        return _not_right(f"On a client's raw dataset it raised {type(e).__name__}: {e}")
     spec = getattr(local, "element_spec", None)
     element_type = tff.types.tensorflow_to_type(spec) if spec is not None else None
     if element_type is None or not dataset_type.element.is_assignable_from(element_type):
-        print(f"Not right yet:\n  - The function should return a dataset of {dataset_type.element}, "
-              f"as the learning process takes; it returned {spec if spec is not None else local!r}. "
-              "Apply the tutorial's preprocessing (data.preprocess) to what you keep.")
-        return
+        return _not_right(f"The function should return a dataset of {dataset_type.element}, "
+                          f"as the learning process takes; it returned "
+                          f"{spec if spec is not None else local!r}. Apply the tutorial's "
+                          "preprocessing (data.preprocess) to what you keep.")
 
     # What the worker reports of each client's dataset: its label counts, the
     # sum of its labels weighted by position (which changes when the order
@@ -502,6 +518,6 @@ def check_worker_side_filter(preprocess_fn, client_data, dataset_type, num_clien
         problems.append("The right examples, in another order than the tutorial's preprocessing "
                         "gives: filter the raw examples first, then apply data.preprocess (which "
                         "repeats and shuffles) to what you keep.")
-    _verdict(problems, f"The worker kept {int(counts.sum())} examples labelled 0 to 4 "
+    return _verdict(problems, f"The worker kept {int(counts.sum())} examples labelled 0 to 4 "
                        f"({kit_data.NUM_EPOCHS} epochs) of clients {_span(indices)}, and the "
                        f"controller sent only their ids ({sent} bytes).")

@@ -59,9 +59,17 @@ LOSS_TOLERANCE = 0.20  # Relative.
 LOSS_RISE_ALLOWED = 0.05
 
 
-def _train_metrics(metrics: Mapping) -> Mapping:
-    """The `client_work/train` part of a round's metrics (or those metrics themselves)."""
-    return metrics["client_work"]["train"] if "client_work" in metrics else metrics
+def training_metrics(round_metrics: Mapping) -> Mapping:
+    """The training metrics inside one round's `process.next(...).metrics`.
+
+    Accepts TFF's nested structure (`client_work/train/...`) or an already
+    flat mapping with the metrics at its top level. The kit's one reader of
+    that structure: the checks here, the exercise checks and the plots use it.
+    """
+    client_work = round_metrics.get("client_work")
+    if isinstance(client_work, Mapping) and isinstance(client_work.get("train"), Mapping):
+        return client_work["train"]
+    return round_metrics
 
 
 def check_training(history: Sequence[Mapping], *, examples: int = EXAMPLES_PER_ROUND) -> None:
@@ -80,7 +88,7 @@ def check_training(history: Sequence[Mapping], *, examples: int = EXAMPLES_PER_R
     problems = []
     losses = []
     for round_num, metrics in enumerate(history, start=1):
-        train = _train_metrics(metrics)
+        train = training_metrics(metrics)
         accuracy = float(train["sparse_categorical_accuracy"])
         loss = float(train["loss"])
         losses.append(loss)
@@ -155,7 +163,7 @@ def check_workers_agree(one_worker: Sequence[Mapping], two_workers: Sequence[Map
     if first > 1e-5:
         problems.append(f"after round 1 the models differ by {first:.1e}, more than rounding (1e-5)")
     for round_num, (a, b) in enumerate(zip(one_worker, two_workers, strict=True), start=1):
-        a, b = _train_metrics(a), _train_metrics(b)
+        a, b = training_metrics(a), training_metrics(b)
         gap = abs(float(a["sparse_categorical_accuracy"]) - float(b["sparse_categorical_accuracy"]))
         if gap > ACCURACY_TOLERANCE:
             problems.append(f"round {round_num}: accuracies differ by {gap:.4f} > {ACCURACY_TOLERANCE}")

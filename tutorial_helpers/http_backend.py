@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import random
 import weakref
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tutorial_helpers import data as kit_data
-from tutorial_helpers import sample
+from tutorial_helpers import data_service, sample
 from tutorial_helpers.backends import parse_client_uri
 from tutorial_helpers.remote_data import DataBackend
 
@@ -151,9 +150,9 @@ class HttpDataBackend(DataBackend):
 
     async def materialize(self, data, type_spec):
         body = await self.fetch(data.uri)
-        with np.load(io.BytesIO(body)) as arrays:
-            examples = {
-                "label": arrays["label"].astype(np.int32),
-                "pixels": sample.to_tff_pixels(arrays["pixels"]),  # As TFF's loader gives them.
-            }
+        arrays = data_service.decode(body)
+        examples = {
+            "label": arrays["label"].astype(np.int32),
+            "pixels": sample.to_tff_pixels(arrays["pixels"]),  # As TFF's loader gives them.
+        }
         return self.preprocess_fn(tf.data.Dataset.from_tensor_slices(examples))

@@ -18,18 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import grpc
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tutorial_helpers import data as kit_data
-from tutorial_helpers.remote_data import _CONTEXT_ARGS, _ClosableContext, _executor_factory
-from tutorial_helpers.worker_process import (
-    _GRPC_OPTIONS,
-    WorkerProcess,
-    _close_channel,
-    _CountingStub,
-)
+from tutorial_helpers.runtime.contexts import CONTEXT_ARGS, ClosableContext, executor_factory
+from tutorial_helpers.worker_process import RemoteWorker, Worker, WorkerProcess
 
 
 def worker_side_process(
@@ -50,45 +44,14 @@ def worker_side_process(
     )
 
 
-class RemoteWorker:
-    """A TFF worker started elsewhere (`worker_binary --port=N` on another host)."""
-
-    def __init__(self, address: str, connect_timeout: float = 10.0):
-        self.address = address
-        self.connect_timeout = connect_timeout
-        self._channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
-        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(self._channel))
-        self.check_alive()
-
-    def check_alive(self) -> None:
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout)
-        except grpc.FutureTimeoutError:
-            raise ConnectionError(
-                f"No TFF worker answers at {self.address} (waited {self.connect_timeout:g} s). "
-                "Start one there with `worker_binary --port=<port>`, reachable from this machine."
-            ) from None
-
-    @property
-    def client_value_bytes(self) -> int:
-        return self.stub.client_value_bytes
-
-    def stop(self) -> None:
-        """Disconnects; the remote worker keeps running (it is not ours to stop)."""
-        _close_channel(self._channel)
-
-    def __str__(self) -> str:
-        return f"remote TFF worker at {self.address}"
-
-
-class _MultiWorkerContext(_ClosableContext, tff.framework.MergeableCompExecutionContext):
+class _MultiWorkerContext(ClosableContext, tff.framework.MergeableCompExecutionContext):
     _created_by = "create_multi_worker_context"
 
-    def __init__(self, workers: list, default_num_clients: int):
+    def __init__(self, workers: list[Worker], default_num_clients: int):
         self.workers = workers
         async_contexts = [
             tff.framework.AsyncExecutionContext(
-                executor_fn=_executor_factory(worker, default_num_clients), **_CONTEXT_ARGS
+                executor_fn=executor_factory(worker, default_num_clients), **CONTEXT_ARGS
             )
             for worker in workers
         ]
@@ -130,7 +93,7 @@ def create_multi_worker_context(
     then (and at exit, and if this process dies), remote ones disconnected.
     """
     if addresses is not None:
-        workers = [RemoteWorker(address) for address in addresses]
+        workers: list[Worker] = [RemoteWorker(address) for address in addresses]
     else:
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}.")

@@ -9,6 +9,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from tutorial_helpers.expected_results import training_metrics
+
 _ACCURACY_KEYS = ("sparse_categorical_accuracy", "accuracy")
 
 
@@ -19,18 +21,6 @@ def _save(fig: Figure, save_to: str | os.PathLike | None, dpi: int) -> None:
         fig.savefig(save_to, dpi=dpi)
 
 
-def _training_metrics(round_metrics: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The per-round training metrics inside what `process.next(...).metrics` returns.
-
-    Accepts TFF's nested structure (`client_work/train/...`) or an already
-    flat mapping with the metrics at its top level.
-    """
-    client_work = round_metrics.get("client_work")
-    if isinstance(client_work, Mapping) and isinstance(client_work.get("train"), Mapping):
-        return client_work["train"]
-    return round_metrics
-
-
 def _series(history: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
     accuracy, loss = [], []
     for round_num, round_metrics in enumerate(history, start=1):
@@ -39,7 +29,7 @@ def _series(history: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[flo
                 f"history[{round_num - 1}] is a {type(round_metrics).__name__}; expected the "
                 "metrics mapping of one round, e.g. `process.next(state, data).metrics`."
             )
-        metrics = _training_metrics(round_metrics)
+        metrics = training_metrics(round_metrics)
         accuracy_key = next((k for k in _ACCURACY_KEYS if k in metrics), None)
         if accuracy_key is None or "loss" not in metrics:
             raise ValueError(

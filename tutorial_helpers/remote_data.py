@@ -28,24 +28,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import tensorflow_federated as tff
 from tensorflow_federated.proto.v0 import computation_pb2 as pb
 
-# TFF's sync contexts run on this event-loop thread; after an interrupt the kit gives them a new one.
-from tensorflow_federated.python.common_libs import async_utils
-
-# TFF 0.87 exports no name for the executor interface, which DataExecutor implements
-# and ResourceManagingExecutorFactory expects.
-from tensorflow_federated.python.core.impl.executors import executor_base
-
-# TFF 0.87 exports no function that infers the TFF type of a value holding
-# tf.data.Datasets; its own executors use this one.
-from tensorflow_federated.python.core.impl.types import type_conversions
-
+from tutorial_helpers.runtime.contexts import CONTEXT_ARGS, ClosableContext, executor_factory
+from tutorial_helpers.runtime.tff_private import Executor, tensorflow_infer_type
 from tutorial_helpers.worker_process import WorkerProcess
 
 __all__ = ["DataBackend", "DataExecutor", "create_execution_context"]
@@ -93,7 +83,7 @@ def _is_data_reference(value: Any) -> bool:
     return isinstance(value, pb.Computation) and value.WhichOneof("computation") == "data"
 
 
-class DataExecutor(executor_base.Executor):
+class DataExecutor(Executor):
     """Resolves data references with a `DataBackend`; delegates everything else.
 
     `create_value` materializes a `pb.Computation` whose oneof is `data`, and
@@ -107,8 +97,8 @@ class DataExecutor(executor_base.Executor):
       data_backend: the `DataBackend` that resolves URIs.
     """
 
-    def __init__(self, target_executor: executor_base.Executor, data_backend: DataBackend):
-        if not isinstance(target_executor, executor_base.Executor):
+    def __init__(self, target_executor: Executor, data_backend: DataBackend):
+        if not isinstance(target_executor, Executor):
             raise TypeError(
                 f"target_executor must be a TFF executor, got {type(target_executor).__name__}."
             )
@@ -128,7 +118,7 @@ class DataExecutor(executor_base.Executor):
                 f"{backend_name}.materialize failed for URI {uri!r}: {type(e).__name__}: {e}"
             ) from e
         try:
-            actual = type_conversions.tensorflow_infer_type(payload)
+            actual = tensorflow_infer_type(payload)
         except (NotImplementedError, TypeError, ValueError):  # Not a value TFF knows.
             actual = None
         if actual is None or not type_spec.is_assignable_from(actual):
@@ -198,106 +188,7 @@ class DataExecutor(executor_base.Executor):
         self._target.close()
 
 
-def _executor_factory(worker, default_num_clients: int, data_backend: DataBackend | None = None,
-                      data_executor=DataExecutor):
-    """TFF's factory of executors on `worker`, optionally behind a `data_executor`."""
-
-    def executor_stack(cardinalities):
-        # A dead worker is final: without this check TFF would retry the
-        # call forever, since it treats an unreachable worker as transient.
-        worker.check_alive()
-        cardinalities.setdefault(tff.CLIENTS, default_num_clients)
-        executor = tff.framework.RemoteExecutor(worker.stub)
-        executor.set_cardinalities(cardinalities)
-        return executor if data_backend is None else data_executor(executor, data_backend)
-
-    return tff.framework.ResourceManagingExecutorFactory(executor_stack)
-
-
-_CONTEXT_ARGS = dict(
-    compiler_fn=tff.backends.native.desugar_and_transform_to_native,
-    transform_args=tff.tensorflow.transform_args,
-    transform_result=tff.tensorflow.transform_result,
-)
-
-
-_abandoned_runners: list = []
-
-
-async def _cancel_the_rest_and_stop() -> None:
-    """Cancels every other task of the running loop, waits for them, stops the loop."""
-    tasks = asyncio.all_tasks() - {asyncio.current_task()}
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    asyncio.get_running_loop().stop()
-
-
-class _ClosableContext:
-    """What the kit's contexts add to TFF's: `close()`, and use in a `with` block.
-
-    Subclasses set `self.workers` (what `close()` stops) before use.
-    """
-
-    workers: list
-    _closed = False
-    _created_by = "create_execution_context"
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def invoke(self, comp, arg):
-        if self._closed:
-            stopped = "worker" if len(self.workers) == 1 else "workers"
-            raise RuntimeError(
-                f"This execution context is closed and its TFF {stopped} stopped. Create a new "
-                f"one with {self._created_by}(...) and make it the default context again."
-            )
-        try:
-            return super().invoke(comp, arg)
-        except KeyboardInterrupt:  # Jupyter's "interrupt", or Ctrl-C.
-            self._abandon_interrupted_call()
-            raise
-
-    def _abandon_interrupted_call(self) -> None:
-        """Lets the next call run at once, on a new event loop.
-
-        TFF's contexts run each call on an event loop in a thread of their
-        own, and TFF's `RemoteExecutor` calls the worker with blocking gRPC
-        calls, so an interrupted call keeps that loop busy until the worker
-        answers. The next call gets a fresh loop instead; the old one cancels
-        what is left of the interrupted call as soon as it is free, then ends.
-        """
-        old = self._async_runner  # TFF's sync contexts have no public way to replace it.
-        self._async_runner = async_utils.AsyncThreadRunner()
-        asyncio.run_coroutine_threadsafe(_cancel_the_rest_and_stop(), old._event_loop)
-        # Keep it referenced until its thread ends: its __del__ joins that thread.
-        _abandoned_runners[:] = [r for r in _abandoned_runners if r._thread.is_alive()] + [old]
-
-    def close(self) -> None:
-        """Stops the workers. Further computations in this context raise RuntimeError."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if hasattr(self, "_installed"):
-                self._installed.close()
-        finally:
-            for worker in self.workers:
-                worker.stop()
-
-    def __enter__(self):
-        """Makes this the current TFF context until the `with` block ends."""
-        self._installed = contextlib.ExitStack()
-        self._installed.enter_context(tff.framework.get_context_stack().install(self))
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-class _WorkerExecutionContext(_ClosableContext, tff.framework.SyncExecutionContext):
+class _WorkerExecutionContext(ClosableContext, tff.framework.SyncExecutionContext):
     """A synchronous context on one `WorkerProcess`, with a `DataExecutor` in front."""
 
     def __init__(self, data_backend: DataBackend, worker: WorkerProcess, default_num_clients: int,
@@ -306,8 +197,9 @@ class _WorkerExecutionContext(_ClosableContext, tff.framework.SyncExecutionConte
         self.worker = worker
         self.workers = [worker]
         super().__init__(
-            executor_fn=_executor_factory(worker, default_num_clients, data_backend, data_executor),
-            **_CONTEXT_ARGS,
+            executor_fn=executor_factory(worker, default_num_clients,
+                                         lambda target: data_executor(target, data_backend)),
+            **CONTEXT_ARGS,
         )
 
     def __repr__(self) -> str:
@@ -325,7 +217,7 @@ def create_execution_context(
     max_concurrent_computation_calls: int = -1,
     startup_timeout: float = 60.0,
     private_network: bool | None = None,
-    data_executor: Callable[[executor_base.Executor, DataBackend], executor_base.Executor] = DataExecutor,
+    data_executor: Callable[[Executor, DataBackend], Executor] = DataExecutor,
 ) -> _WorkerExecutionContext:
     """Returns a TFF execution context that resolves data URIs with `data_backend`.
 

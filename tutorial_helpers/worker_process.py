@@ -1,4 +1,8 @@
-"""A TFF `worker_binary` process whose whole life the kit controls.
+"""TFF workers: a `worker_binary` process whose whole life the kit controls, or one elsewhere.
+
+`WorkerProcess` starts and stops a local worker; `RemoteWorker` connects to
+one that runs on another host. Both are a `Worker`, what the kit's contexts
+(`tutorial_helpers.runtime.contexts`) need of one.
 
 TFF's C++ runtime is a gRPC service, `worker_binary`, shipped inside the
 `tensorflow-federated` wheel. The same binary is TFF's distributed engine: a
@@ -9,7 +13,7 @@ stdout and stops it only when Python garbage-collects the context. A pipe
 reader (CI, nbval, `python script.py | tail`) can then wait forever on a
 worker nobody stops. `WorkerProcess` instead starts it eagerly, waits a
 bounded time until it answers, and stops it as every `ManagedProcess` is
-stopped (see `tutorial_helpers.processes`).
+stopped (see `tutorial_helpers.runtime.processes`).
 
 What a worker exposes: `worker_binary` listens on *every* network interface
 (it binds ``[::]:PORT``; it has no flag for the address) and has no
@@ -28,17 +32,18 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Protocol
 
 import grpc
 import portpicker
 import tensorflow_federated as tff
 
-from tutorial_helpers.processes import (
+from tutorial_helpers.runtime.processes import (
     ManagedProcess,
-    _warn_uncontained,
     network_addresses,
     private_network_status,
     uncontained_policy,
+    warn_uncontained,
 )
 
 # The port a contained worker listens on: any will do, the namespace is its own.
@@ -101,6 +106,23 @@ class _CountingStub:
         return getattr(self._stub, name)
 
 
+class Worker(Protocol):
+    """What the kit's contexts need of a TFF worker, local (`WorkerProcess`) or remote (`RemoteWorker`)."""
+
+    address: str
+    stub: _CountingStub  # TFF's gRPC stub, counting the client-placed bytes sent.
+
+    def check_alive(self) -> None:
+        """Returns if the worker can take calls; raises an error that says why not otherwise."""
+
+    @property
+    def client_value_bytes(self) -> int:
+        """Bytes of CLIENTS-placed values sent to this worker so far."""
+
+    def stop(self) -> None:
+        """Stops the worker if the kit started it; disconnects from it either way."""
+
+
 class WorkerProcess(ManagedProcess):
     """One running `worker_binary`, reachable through `stub`.
 
@@ -132,7 +154,7 @@ class WorkerProcess(ManagedProcess):
                 reason, in_container="KIT_CONTAINER" in os.environ, addresses=network_addresses())
             if not allowed:
                 raise RuntimeError(message)
-            _warn_uncontained(message)
+            warn_uncontained(message)
         self.contained = possible
         self.port = _CONTAINED_PORT if possible else portpicker.pick_unused_port()
         args = [
@@ -194,3 +216,34 @@ class WorkerProcess(ManagedProcess):
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
         return f"WorkerProcess(pid={self.pid}, address={self.address!r}, {state})"
+
+
+class RemoteWorker:
+    """A TFF worker started elsewhere (`worker_binary --port=N` on another host)."""
+
+    def __init__(self, address: str, connect_timeout: float = 10.0):
+        self.address = address
+        self.connect_timeout = connect_timeout
+        self._channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
+        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(self._channel))
+        self.check_alive()
+
+    def check_alive(self) -> None:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise ConnectionError(
+                f"No TFF worker answers at {self.address} (waited {self.connect_timeout:g} s). "
+                "Start one there with `worker_binary --port=<port>`, reachable from this machine."
+            ) from None
+
+    @property
+    def client_value_bytes(self) -> int:
+        return self.stub.client_value_bytes
+
+    def stop(self) -> None:
+        """Disconnects; the remote worker keeps running (it is not ours to stop)."""
+        _close_channel(self._channel)
+
+    def __str__(self) -> str:
+        return f"remote TFF worker at {self.address}"

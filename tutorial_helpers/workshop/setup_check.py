@@ -32,7 +32,7 @@ import sys
 
 TFF_VERSION = "0.87.0"
 KERNEL_DISPLAY = "Python 3.11 (TFF 0.87 remote data kit)"
-KIT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+KIT_ROOT = pathlib.Path(__file__).resolve().parents[2]  # The kit: tutorial_helpers/workshop/ is two down.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +61,12 @@ class Advice:
     commands: tuple[tuple[str, ...], ...] = ()
 
 
-def gather(kit_root: pathlib.Path = KIT_ROOT) -> Facts:
-    """Finds the facts about the running Python, without importing TensorFlow."""
+def gather(kit_root: pathlib.Path | None = None) -> Facts:
+    """Finds the facts about the running Python, without importing TensorFlow.
+
+    `kit_root` is the kit's folder, by default the one this file is in.
+    """
+    kit_root = KIT_ROOT if kit_root is None else kit_root
     try:
         tff_version = importlib.metadata.version("tensorflow-federated")
     except importlib.metadata.PackageNotFoundError:
@@ -161,7 +165,7 @@ def decide(facts: Facts) -> Advice:
 FIRST_CELL = """\
 #@title Setup: run this cell first
 # Checks where this notebook runs and whether the kit is installed here; if not,
-# says what to do. The logic is in the kit's tutorial_helpers/setup_check.py.
+# says what to do. The logic is in the kit's tutorial_helpers/workshop/setup_check.py.
 import importlib.util
 import pathlib
 import runpy
@@ -170,7 +174,7 @@ import sys
 
 KIT_REPOSITORY = "{clone_url}"
 here = pathlib.Path.cwd()
-kit = next((p for p in (here, *here.parents) if (p / "tutorial_helpers/setup_check.py").is_file()), None)
+kit = next((p for p in (here, *here.parents) if (p / "tutorial_helpers/workshop/setup_check.py").is_file()), None)
 if kit is None and importlib.util.find_spec("tutorial_helpers"):  # A copy, in the kit's kernel.
     kit = pathlib.Path(importlib.util.find_spec("tutorial_helpers").origin).parents[1]
 if kit is None and "google.colab" in sys.modules:  # Opened from GitHub: fetch the kit.
@@ -180,7 +184,7 @@ if kit is None and "google.colab" in sys.modules:  # Opened from GitHub: fetch t
 if kit is None:
     sys.exit(f"This notebook belongs to a kit: git clone {{KIT_REPOSITORY}}, then see its README.")
 # The result (the file's globals) is not shown: "_ =" keeps the output to its advice.
-_ = runpy.run_path(str(kit / "tutorial_helpers/setup_check.py"), run_name="__main__")"""
+_ = runpy.run_path(str(kit / "tutorial_helpers/workshop/setup_check.py"), run_name="__main__")"""
 
 
 def first_cell(clone_url: str) -> str:

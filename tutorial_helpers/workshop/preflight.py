@@ -34,14 +34,15 @@ from pathlib import Path
 
 import portpicker
 
-from tutorial_helpers.processes import (
+from tutorial_helpers import KERNEL_DISPLAY_NAME, KERNEL_NAME
+from tutorial_helpers.runtime.processes import (
     ManagedProcess,
     network_addresses,
     private_network_status,
     uncontained_policy,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # The kit: tutorial_helpers/workshop/ is two down.
 MIN_FREE_GB = 1.0  # The sample data and the notebooks' outputs take tens of MB; TF's caches more.
 
 
@@ -82,7 +83,7 @@ INDEX_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
 
 
 def index_url() -> str:
-    return next((os.environ[v] for v in INDEX_VARIABLES if os.environ.get(v)), "https://pypi.org/simple/")
+    return next((os.environ[v] for v in INDEX_VARIABLES if os.environ.get(v)), "https://pypi.org/")
 
 
 def check_certificates(url: str | None = None, timeout: float = 10) -> Result:
@@ -112,14 +113,14 @@ def check_disk(free_bytes: int, path: Path) -> Result:
 
 
 def check_kernel(kernelspecs: dict) -> Result:
-    spec = kernelspecs.get("tff-remote-data-kit")
+    spec = kernelspecs.get(KERNEL_NAME)
     if spec is None:
-        return Result("FIX", "kernel", "the Jupyter kernel 'tff-remote-data-kit' is not registered: run scripts/setup.")
+        return Result("FIX", "kernel", f"the Jupyter kernel '{KERNEL_NAME}' is not registered: run scripts/setup.")
     argv = spec.get("spec", {}).get("argv", [""])
     if Path(argv[0]).resolve() != Path(sys.executable).resolve():
-        return Result("FIX", "kernel", f"the kernel 'tff-remote-data-kit' runs {argv[0]}, not this clone's "
+        return Result("FIX", "kernel", f"the kernel '{KERNEL_NAME}' runs {argv[0]}, not this clone's "
                       f"{sys.executable}: run scripts/setup again.")
-    return Result("ok", "kernel", "'Python 3.11 (TFF 0.87 remote data kit)' runs this clone's .venv")
+    return Result("ok", "kernel", f"'{KERNEL_DISPLAY_NAME}' runs this clone's .venv")
 
 
 def check_jupyterlab(started: bool, problem: str, as_root: bool = False) -> Result:
@@ -246,7 +247,7 @@ def main() -> int:
         try:
             history = run_one_round()
             result = check_training(history, time.monotonic() - round_start)
-        except Exception as e:  # noqa: BLE001 (whatever fails, the learner needs to read it)
+        except Exception as e:  # whatever fails, the learner needs to read it
             result = Result("FIX", "training", f"one FedAvg round failed: {type(e).__name__}: {e}")
         print(f"preflight: {result.status:4s} {result.what}: {result.message}")
         results.append(result)

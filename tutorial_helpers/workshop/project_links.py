@@ -9,7 +9,7 @@ is made from them here:
 * the README's Binder and Colab badges and its ``git clone`` command;
 * the first code cell of every notebook, which clones the kit on Colab.
 
-``python -m tutorial_helpers.project_links`` rewrites them all after the
+``python -m tutorial_helpers.workshop.project_links`` rewrites them all after the
 address changes; ``--check`` only lists what disagrees (the tests run it).
 Standard library only.
 """
@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tomllib
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]  # The kit: tutorial_helpers/workshop/ is two down.
 BRANCH = "main"
 _GITHUB = re.compile(r"^https://github\.com/([\w.-]+/[\w.-]+?)/?$")
 
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     for problem in problems:
         print(("disagrees: " if args.check else "rewrote: ") + problem)
     if args.check and problems:
-        print("Run: .venv/bin/python -m tutorial_helpers.project_links", file=sys.stderr)
+        print("Run: .venv/bin/python -m tutorial_helpers.workshop.project_links", file=sys.stderr)
         return 1
     print(f"project_links: {len(problems)} {'disagreements' if args.check else 'changes'}")
     return 0

@@ -1,7 +1,7 @@
 """What runs between the kit and every process it starts.
 
-`ManagedProcess` (in `tutorial_helpers.processes`) starts each child as
-``python -m tutorial_helpers.launcher --parent=PID [options] -- COMMAND``.
+`ManagedProcess` (in `tutorial_helpers.runtime.processes`) starts each child as
+``python -m tutorial_helpers.runtime.launcher --parent=PID [options] -- COMMAND``.
 This small program, using only the standard library:
 
 1. asks Linux to send it SIGTERM when its parent dies, even by SIGKILL
@@ -148,11 +148,13 @@ async def _relay(socket_path: str, port: int, child: subprocess.Popen) -> int | 
 def _run_contained(command: list[str], socket_path: str, port: int, parent: int) -> int:
     enter_private_network()
     _die_with(parent)  # Again: a change of credentials may clear the request.
-    libc = _libc()
+    launcher = os.getpid()
     child = subprocess.Popen(
         command, stdin=subprocess.DEVNULL,
-        # Only the launcher can reach the child's network, so it goes with it.
-        preexec_fn=lambda: libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0),
+        # Only the launcher can reach the child's network, so it goes with it. The
+        # check after the request closes the race with a launcher that dies between
+        # fork and request: the child then never starts COMMAND.
+        preexec_fn=lambda: _die_with(launcher, signal.SIGKILL),
     )
     try:
         _wait_for_port(port, child, timeout=60)
@@ -183,7 +185,7 @@ def _run_contained(command: list[str], socket_path: str, port: int, parent: int)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tutorial_helpers.launcher",
+        prog="python -m tutorial_helpers.runtime.launcher",
         description="Run COMMAND so that it dies with PARENT; optionally in a private network.",
     )
     parser.add_argument("--parent", type=int, help="pid whose death stops COMMAND")

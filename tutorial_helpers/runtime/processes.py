@@ -5,7 +5,7 @@ Every process the kit starts (TFF workers, data services) is a
 fails. It is stopped on `stop()`, on leaving a `with` block and at
 interpreter exit, and on Linux also when the parent process dies, even by
 SIGKILL, so a killed Jupyter kernel leaves nothing behind (the launcher
-asks the kernel for that: see `tutorial_helpers.launcher`). The kernel
+asks the kernel for that: see `tutorial_helpers.runtime.launcher`). The kernel
 sends that signal when the *thread* that started the child ends, so start
 processes from a long-lived thread, such as the main one.
 
@@ -15,7 +15,7 @@ running, so an interrupted cell does not take the workers down with it.
 
 A child can also be *contained* (`private_network=True`): it then runs in a
 network namespace of its own, reachable only through a Unix socket in a
-directory only this user can open (see `tutorial_helpers.launcher`).
+directory only this user can open (see `tutorial_helpers.runtime.launcher`).
 `private_network_status()` tells whether this machine allows that.
 """
 
@@ -36,6 +36,8 @@ import urllib.error
 import urllib.request
 import warnings
 import weakref
+
+from tutorial_helpers.runtime import launcher
 
 
 def _stop(process: subprocess.Popen, log_file, socket_dir: str | None) -> None:
@@ -99,7 +101,7 @@ def private_network_status() -> tuple[bool, str]:
     if not sys.platform.startswith("linux"):
         return False, f"network namespaces are a Linux feature; this is {sys.platform}"
     probe = subprocess.run(
-        [sys.executable, "-m", "tutorial_helpers.launcher", "--probe"],
+        [sys.executable, "-m", launcher.__name__, "--probe"],
         capture_output=True, text=True, timeout=60, check=False,
     )
     if probe.returncode == 0:
@@ -179,7 +181,7 @@ def uncontained_policy(reason: str, *, in_container: bool, addresses: list[str])
 
 
 @functools.cache
-def _warn_uncontained(message: str) -> None:
+def warn_uncontained(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
@@ -213,21 +215,27 @@ class ManagedProcess:
         self.description = description
         if not sys.platform.startswith("linux"):
             _warn_no_parent_death_signal()
-        launcher = [sys.executable, "-m", "tutorial_helpers.launcher", f"--parent={os.getpid()}"]
+        command = [sys.executable, "-m", launcher.__name__, f"--parent={os.getpid()}"]
         socket_dir = None
         if private_network:
             _remove_orphaned_socket_dirs()
             # Mode 0700: only this user. The pid lets a later process tell an orphan.
             socket_dir = tempfile.mkdtemp(prefix=f"{_SOCKET_DIR_PREFIX}{os.getpid()}-")
             self.socket_path = os.path.join(socket_dir, "socket")
-            launcher += [f"--socket={self.socket_path}", f"--port={inner_port}"]
-        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by _stop)
+            command += [f"--socket={self.socket_path}", f"--port={inner_port}"]
+        self._log = tempfile.NamedTemporaryFile(  # closed by _stop
             mode="w+b", prefix=description.replace(" ", "_") + "_", suffix=".log"
         )
-        self._process = subprocess.Popen(
-            [*launcher, "--", *args], stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [*command, "--", *args], stdin=subprocess.DEVNULL, stdout=self._log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except BaseException:  # Nothing started: leave no log file or socket folder behind.
+            self._log.close()
+            if socket_dir is not None:
+                shutil.rmtree(socket_dir, ignore_errors=True)
+            raise
         self._finalizer = weakref.finalize(self, _stop, self._process, self._log, socket_dir)
 
     @property
