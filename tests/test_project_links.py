@@ -1,5 +1,6 @@
 """One source for the kit's addresses: pyproject.toml's project.urls."""
 
+import json
 import pathlib
 import re
 import shutil
@@ -81,3 +82,16 @@ def test_a_bad_repository_address_is_named(tmp_path, repository, message):
     (tmp_path / "pyproject.toml").write_text(text)
     with pytest.raises(ValueError, match=message):
         project_links.read_urls(tmp_path)
+
+
+def test_a_release_branch_pins_what_colab_clones(tmp_path, monkeypatch):
+    """The buttons' branch and the ref the first cell clones on Colab move together."""
+    root = _copy(tmp_path)
+    monkeypatch.setattr(project_links, "BRANCH", "v1.0")
+    changed = project_links.sync(root, check=True)
+    assert sum("first cell" in item for item in changed) == 7, changed
+    project_links.sync(root)
+    notebook = json.loads((root / "notebooks/02_data_backend.ipynb").read_text())
+    first = next("".join(c["source"]) for c in notebook["cells"] if "KIT_REF" in "".join(c["source"]))
+    assert 'KIT_REF = "v1.0"' in first and '"--branch", KIT_REF' in first
+    assert "colab.research.google.com/github/tff-kit/loading-remote-data/blob/v1.0/" in json.dumps(notebook)

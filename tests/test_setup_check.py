@@ -131,7 +131,7 @@ def test_every_notebook_starts_with_the_same_setup_cell_and_it_said_ready(path):
     cells = json.loads(path.read_text())["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
     first = code[1]  # code[0] is the licence.
-    want = setup_check.first_cell(project_links.read_urls().clone)
+    want = setup_check.first_cell(project_links.read_urls().clone, project_links.BRANCH)
     assert "".join(first["source"]) == want, "copy setup_check.first_cell(...) into the notebook"
     text = "".join("".join(o.get("text", "")) for o in first["outputs"])
     assert text == setup_check.decide(KIT).message + "\n"
@@ -153,7 +153,7 @@ def _python_without_tff():
 
 
 def _run_first_cell(python, cwd):
-    cell = setup_check.first_cell(project_links.read_urls().clone)
+    cell = setup_check.first_cell(project_links.read_urls().clone, project_links.BRANCH)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     return subprocess.run(
         [python, "-c", cell], cwd=cwd, capture_output=True, text=True, timeout=60, env=env

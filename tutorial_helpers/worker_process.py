@@ -181,13 +181,8 @@ class WorkerProcess(ManagedProcess):
         deadline = time.monotonic() + timeout
         # The launcher makes the socket once the worker listens; connecting
         # earlier would put gRPC into its reconnect backoff (1 s and more).
-        while self.contained and not os.path.exists(self.socket_path):
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{self} did not start within {timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
-                )
-            time.sleep(0.02)
+        if self.contained:
+            self._wait(lambda: os.path.exists(self.socket_path), timeout, "start", interval=0.02)
         self._channel = grpc.insecure_channel(self.address, _GRPC_OPTIONS)
         ready = grpc.channel_ready_future(self._channel)
         while True:

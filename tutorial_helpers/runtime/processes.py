@@ -266,8 +266,8 @@ class ManagedProcess:
                    else f"exited with code {code}")
             raise RuntimeError(f"{self} is not running: it {how}. Its log ends with:\n{self.log_tail()}")
 
-    def _wait(self, ready, timeout: float, what: str):
-        """Calls `ready()` every 0.1 s until it returns something true, and returns that.
+    def _wait(self, ready, timeout: float, what: str, interval: float = 0.1):
+        """Calls `ready()` every `interval` s until it returns something true, and returns that.
 
         Raises RuntimeError (with the log's last lines) if the process exits
         first, TimeoutError naming `what` it did not do if `timeout` seconds pass.
@@ -282,7 +282,7 @@ class ManagedProcess:
                 raise TimeoutError(
                     f"{self} did not {what} within {timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
                 )
-            time.sleep(0.1)
+            time.sleep(interval)
 
     def wait_for_http(self, url: str, timeout: float) -> None:
         """Waits until `url` answers HTTP 200 (errors as `wait_for_log`'s)."""

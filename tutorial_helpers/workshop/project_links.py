@@ -125,6 +125,7 @@ def readme_links(urls: Urls) -> dict[str, str]:
 
 _BUTTONS = re.compile(r"tfo-notebook-buttons")
 _CLONE_IN_CELL = re.compile(r'^(KIT_REPOSITORY = )"[^"]*"$', re.M)
+_REF_IN_CELL = re.compile(r'^(KIT_REF = )"[^"]*"', re.M)
 
 
 def _notebook_changes(urls: Urls, path: pathlib.Path, root: pathlib.Path):
@@ -142,9 +143,10 @@ def _notebook_changes(urls: Urls, path: pathlib.Path, root: pathlib.Path):
     for cell in notebook["cells"]:
         source = "".join(cell["source"])
         fixed = _CLONE_IN_CELL.sub(rf'\1"{urls.clone}"', source)
+        fixed = _REF_IN_CELL.sub(rf'\1"{BRANCH}"', fixed)
         if fixed != source:
             cell["source"] = fixed.splitlines(keepends=True)
-            changed.append(f"{rel}: first cell's clone address")
+            changed.append(f"{rel}: first cell's clone address or version")
     return notebook, changed
 
 

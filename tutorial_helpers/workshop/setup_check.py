@@ -173,6 +173,7 @@ import subprocess
 import sys
 
 KIT_REPOSITORY = "{clone_url}"
+KIT_REF = "{ref}"  # The kit's version this notebook belongs to, which Colab fetches.
 here = pathlib.Path.cwd()
 kit = next((p for p in (here, *here.parents) if (p / "tutorial_helpers/workshop/setup_check.py").is_file()), None)
 if kit is None and importlib.util.find_spec("tutorial_helpers"):  # A copy, in the kit's kernel.
@@ -180,16 +181,22 @@ if kit is None and importlib.util.find_spec("tutorial_helpers"):  # A copy, in t
 if kit is None and "google.colab" in sys.modules:  # Opened from GitHub: fetch the kit.
     kit = pathlib.Path("/content", KIT_REPOSITORY.rsplit("/", 1)[1].removesuffix(".git"))
     if not kit.exists():
-        subprocess.run(["git", "clone", "--depth=1", "--quiet", KIT_REPOSITORY, str(kit)], check=True)
+        subprocess.run(["git", "clone", "--depth=1", "--branch", KIT_REF, "--quiet", KIT_REPOSITORY, str(kit)],
+                       check=True)
 if kit is None:
     sys.exit(f"This notebook belongs to a kit: git clone {{KIT_REPOSITORY}}, then see its README.")
 # The result (the file's globals) is not shown: "_ =" keeps the output to its advice.
 _ = runpy.run_path(str(kit / "tutorial_helpers/workshop/setup_check.py"), run_name="__main__")"""
 
 
-def first_cell(clone_url: str) -> str:
-    """The source of every notebook's first code cell after the licence."""
-    return FIRST_CELL.format(clone_url=clone_url)
+def first_cell(clone_url: str, ref: str) -> str:
+    """The source of every notebook's first code cell after the licence.
+
+    `ref` is the branch or tag whose notebooks the buttons open
+    (`project_links.BRANCH`): on Colab the cell clones the kit at that ref,
+    so a notebook opened from a release runs with that release's helpers.
+    """
+    return FIRST_CELL.format(clone_url=clone_url, ref=ref)
 
 
 class NotReady(Exception):
