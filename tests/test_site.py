@@ -203,7 +203,9 @@ def served(site):
 ANSI = re.compile(r"\x1b\[|\[(?:\d{1,3};)*\d{1,3}m")
 HOME = str(Path.home()).rstrip("/") + "/"
 # Paths a page must not show: the home folder (unless it is "/") and /home/.
-HOME_PATHS = [path for path in {HOME, "/home/"} if path != "/"]
+# The clone's own folder too: a page that shows it (a default argument in the API
+# page, say) shows a learner's home directory when the clone is in it.
+HOME_PATHS = [path for path in {HOME, "/home/", str(ROOT)} if path != "/"]
 
 IMAGES_JS = """
 return Array.from(document.images).map(i => [i.currentSrc || i.src, i.complete, i.naturalWidth]);

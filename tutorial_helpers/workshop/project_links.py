@@ -46,9 +46,9 @@ class Urls:
         return f"https://github.com/{self.repo}.git"
 
 
-def read_urls(root: pathlib.Path = ROOT) -> Urls:
-    """Reads ``Repository`` and ``Documentation`` from ``root/pyproject.toml``."""
-    path = root / "pyproject.toml"
+def read_urls(root: pathlib.Path | None = None) -> Urls:
+    """Reads ``Repository`` and ``Documentation`` from ``root/pyproject.toml`` (root: the kit's folder)."""
+    path = (ROOT if root is None else root) / "pyproject.toml"
     urls = tomllib.loads(path.read_text())["project"].get("urls", {})
     missing = [key for key in ("Repository", "Documentation") if key not in urls]
     if missing:
@@ -150,11 +150,13 @@ def _notebook_changes(urls: Urls, path: pathlib.Path, root: pathlib.Path):
     return notebook, changed
 
 
-def sync(root: pathlib.Path = ROOT, check: bool = False) -> list[str]:
+def sync(root: pathlib.Path | None = None, check: bool = False) -> list[str]:
     """Makes every copy of the addresses agree with pyproject.toml.
 
     Returns what disagreed ("file: what"); with ``check`` nothing is written.
+    `root` is the kit's folder, by default the one this file is in.
     """
+    root = ROOT if root is None else root
     urls = read_urls(root)
     problems = []
     for path in sorted((root / "notebooks").glob("*.ipynb")):
