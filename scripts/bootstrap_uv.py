@@ -15,8 +15,8 @@ The second form is scripts/wheelhouse's: it saves the archive of a managed
 Python at URL under DIR/<release>/<file>, the layout that uv reads back with
 `--mirror file://DIR`. uv checks the archive's hash when it installs it.
 
-The index is the first of UV_DEFAULT_INDEX, UV_INDEX_URL and PIP_INDEX_URL
-that is set, else PyPI, as for pip. urllib uses the system's certificate store and the
+The index is the first of the variables UV_DEFAULT_INDEX, UV_INDEX_URL and
+PIP_INDEX_URL that is set, else PyPI (pip.conf and uv.toml are not read). urllib uses the system's certificate store and the
 usual proxy variables (HTTPS_PROXY, NO_PROXY), as pip does. Exit codes: 0
 done, 1 a download or a check failed (the message says which), 2 bad
 arguments or a platform the kit does not support.
@@ -25,6 +25,7 @@ arguments or a platform the kit does not support.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import platform
@@ -73,16 +74,26 @@ def index_url() -> str:
     return PYPI
 
 
+def without_credentials(url: str) -> str:
+    """`url` with any user:password@ removed, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
 def download(url: str, what: str) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             return response.read()
-    except OSError as error:  # URLError, timeouts and certificate errors are all OSErrors.
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        # URLError, timeouts and certificate errors are OSErrors; a malformed
+        # address is an HTTPException (InvalidURL) or a ValueError.
         hint = ""
         if "CERTIFICATE_VERIFY_FAILED" in str(error):
             hint = (" The machine does not trust the server's certificate: behind a TLS-inspecting"
                     " proxy, install the proxy's certificate into the system's store.")
-        raise BootstrapError(f"could not download {what} from {url}: {error}.{hint}") from error
+        shown = without_credentials(url)
+        reason = str(error).replace(url, shown)
+        raise BootstrapError(f"could not download {what} from {shown}: {reason}.{hint}") from None
 
 
 def wheel_from_index(name: str) -> bytes:
@@ -94,7 +105,7 @@ def wheel_from_index(name: str) -> bytes:
         path = urllib.parse.urlsplit(href).path
         if urllib.parse.unquote(path.rsplit("/", 1)[-1]) == name:
             return download(urllib.parse.urljoin(page_url, href.split("#")[0]), name)
-    raise BootstrapError(f"{page_url} lists no {name}; is the index a full mirror of PyPI?")
+    raise BootstrapError(f"{without_credentials(page_url)} lists no {name}; is the index a full mirror of PyPI?")
 
 
 def get_uv(lock: Path, dest: Path, wheelhouse: Path | None) -> None:

@@ -379,4 +379,9 @@ def test_a_check_prints_its_message_and_jupyter_shows_nothing_more(capsys):
     result = exercises.check_other_clients(None, None, small, clients=[0], eval_clients=[1])
     assert capsys.readouterr().out == result.message + "\n"
     assert result.problems and not result.passed
-    assert result._ipython_display_() is None and capsys.readouterr().out == ""
+    from IPython.core.formatters import DisplayFormatter
+
+    # What Jupyter's display hook makes of a cell's last value: no data, so no Out[] line
+    # (ipykernel sends none); an object without _ipython_display_ would show its repr.
+    assert DisplayFormatter().format(result) == ({}, {})
+    assert "text/plain" in DisplayFormatter().format(object())[0]

@@ -205,13 +205,13 @@ def test_each_excluded_lint_still_fails_and_nothing_else_does(tmp_path):
 
 
 def _sanitize(text: str) -> str:
-    """nbval's sanitizing with the kit's rules (notebooks/nbval_sanitize.cfg), in its order."""
-    import configparser
+    """nbval's sanitizing with the kit's rules (notebooks/nbval_sanitize.cfg), read by nbval itself."""
+    from nbval.plugin import get_sanitize_patterns
 
-    rules = configparser.ConfigParser()
-    rules.read(NOTEBOOKS / "nbval_sanitize.cfg")
-    for section in rules.sections():
-        text = re.sub(rules[section]["regex"], rules[section]["replace"], text)
+    rules = get_sanitize_patterns((NOTEBOOKS / "nbval_sanitize.cfg").read_text())
+    assert len(rules) == (NOTEBOOKS / "nbval_sanitize.cfg").read_text().count("\nregex: ")
+    for regex, replace in rules:
+        text = re.sub(regex, replace, text)
     return text
 
 

@@ -45,9 +45,11 @@ def learner():
             pytest.skip(f"needs {tool} to run the kit as an ordinary user")
     try:
         pwd.getpwnam(LEARNER)
+        made = False
     except KeyError:
         subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/bash",
                         LEARNER], check=True, capture_output=True, timeout=60)
+        made = True
     user = pwd.getpwnam(LEARNER)
     base = Path(tempfile.mkdtemp(prefix="kit-learner-", dir="/tmp"))
     base.chmod(0o755)
@@ -59,6 +61,8 @@ def learner():
     finally:
         subprocess.run(["pkill", "-KILL", "-u", LEARNER], check=False)
         shutil.rmtree(base, ignore_errors=True)
+        if made and shutil.which("userdel"):
+            subprocess.run(["userdel", LEARNER], check=False, capture_output=True, timeout=60)
 
 
 def as_learner(learner, *command, cwd=None, timeout=900):

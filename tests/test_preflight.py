@@ -124,3 +124,16 @@ def test_certificates_check_offline_is_a_note():
         port = probe.getsockname()[1]
     result = preflight.check_certificates(f"https://127.0.0.1:{port}/", timeout=5)
     assert result.status == "note" and "KIT_WHEELHOUSE" in result.message
+
+
+def test_certificates_check_hides_credentials_and_takes_an_http_error_as_an_answer(tls_server, monkeypatch):
+    url, cert = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    answered = preflight.check_certificates(url + "no-such-page", timeout=10)
+    assert answered.status == "ok" and "HTTP 404" in answered.message, answered.message
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for secret_url in (f"https://ada:s3cret@127.0.0.1:{port}/", "https://ada:s3cret@index.invalid:bad/"):
+        result = preflight.check_certificates(secret_url, timeout=5)
+        assert result.status == "note" and "s3cret" not in result.message, result.message

@@ -216,3 +216,10 @@ def test_a_venv_left_by_a_failed_setup_on_a_mac_is_not_a_set_up_kit(tmp_path):
 def test_a_container_on_a_machine_tff_cannot_run_on_says_so_first():
     facts = dataclasses.replace(NO_KIT, container=True, machine="aarch64", kit_venv=False)
     assert setup_check.decide(facts).action == "stop"
+
+
+def test_the_first_cell_names_the_kernel_setup_registers():
+    """setup_check runs by path in kernels without the kit, so it keeps its own copy of the name."""
+    from tutorial_helpers import KERNEL_DISPLAY_NAME
+
+    assert setup_check.KERNEL_DISPLAY == KERNEL_DISPLAY_NAME

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -80,6 +81,11 @@ def no_311_path(tmp_path):
     return str(folder)
 
 
+# The machine's own PATH, with the folder of the Python 3.11 running these tests first:
+# on a machine whose only 3.11 is setup's managed one, PATH alone has none.
+PATH_WITH_311 = f"{Path(os.path.realpath(sys._base_executable)).parent}:{os.environ['PATH']}"
+
+
 def setup_python(kit, path, **env):
     environment = {k: v for k, v in os.environ.items() if k in KEEP}
     environment.update(PATH=path, **env)
@@ -105,7 +111,7 @@ def test_bootstrap_uv_gets_the_locks_uv_from_the_index(lock_uv):
 
 
 def test_a_machine_with_python_311_uses_it_and_fetches_nothing(kit):
-    result = setup_python(kit, os.environ["PATH"])
+    result = setup_python(kit, PATH_WITH_311)
     assert result.returncode == 0, result.stderr
     python = result.stdout.strip()
     version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
@@ -238,5 +244,16 @@ def test_preflight_before_setup_says_what_setup_will_do_without_311(kit, no_311_
     assert "run scripts/setup first" in result.stderr
     assert "no Python 3.11 on PATH: setup will install a managed CPython 3.11" in result.stderr
     with_311 = subprocess.run([str(kit / "scripts" / "preflight")], cwd=kit, capture_output=True, text=True,
-                              timeout=60, check=False)
+                              timeout=60, check=False, env={**environment, "PATH": PATH_WITH_311})
     assert with_311.returncode == 1 and "managed" not in with_311.stderr
+
+
+def test_bootstrap_uv_hides_credentials_in_an_index_address(monkeypatch):
+    with socket.socket() as probe:  # A loopback port nothing listens on.
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("UV_DEFAULT_INDEX", f"http://ada:s3cret@127.0.0.1:{port}/simple")
+    with pytest.raises(bootstrap_uv.BootstrapError) as failed:
+        bootstrap_uv.wheel_from_index(bootstrap_uv.wheel_name(UV_VERSION))
+    assert f"http://127.0.0.1:{port}/simple/uv/" in str(failed.value)
+    assert "s3cret" not in str(failed.value)

@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import tensorflow_federated as tff
 
 from tutorial_helpers.runtime.tff_private import AsyncThreadRunner, Executor
-from tutorial_helpers.worker_process import Worker
+
+if TYPE_CHECKING:  # For the annotation only: runtime/ does not import the layer above it.
+    from tutorial_helpers.worker_process import Worker
 
 __all__ = ["CONTEXT_ARGS", "ClosableContext", "executor_factory"]
 

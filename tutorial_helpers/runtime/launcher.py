@@ -32,6 +32,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import os
 import signal
 import socket
@@ -48,7 +49,10 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
 
+@functools.cache
 def _libc():
+    # Cached: find_library runs ldconfig, which must not happen between fork and
+    # exec (the worker's preexec_fn calls _die_with); the launcher loads it first.
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -149,6 +153,7 @@ def _run_contained(command: list[str], socket_path: str, port: int, parent: int)
     enter_private_network()
     _die_with(parent)  # Again: a change of credentials may clear the request.
     launcher = os.getpid()
+    _libc()  # Loaded here, not in the child between fork and exec.
     child = subprocess.Popen(
         command, stdin=subprocess.DEVNULL,
         # Only the launcher can reach the child's network, so it goes with it. The

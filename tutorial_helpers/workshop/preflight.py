@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import http.client
 import io
 import json
 import os
@@ -26,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -86,23 +89,34 @@ def index_url() -> str:
     return next((os.environ[v] for v in INDEX_VARIABLES if os.environ.get(v)), "https://pypi.org/")
 
 
+def _without_credentials(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
 def check_certificates(url: str | None = None, timeout: float = 10) -> Result:
     """HTTPS to the package index, verified with this machine's certificates (as pip, and uv in setup, do)."""
     url = url or index_url()
+    shown = _without_credentials(url)  # An index address may carry a token.
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=ssl.create_default_context()):
             pass
-    except (OSError, ValueError) as e:  # URLError, a timeout, a reset connection, a malformed address
+    except urllib.error.HTTPError as e:  # An answer: TLS worked.
+        return Result("ok", "certificates", f"HTTPS to {shown} verified with this machine's certificates "
+                      f"(it answered HTTP {e.code})")
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        # URLError, a timeout, a reset connection; a malformed address (InvalidURL).
         reason = getattr(e, "reason", e)
         if isinstance(reason, ssl.SSLCertVerificationError):
-            return Result("FIX", "certificates", f"{url} presents a certificate this machine does not trust "
+            return Result("FIX", "certificates", f"{shown} presents a certificate this machine does not trust "
                           f"({reason.verify_message}). Behind a TLS-inspecting proxy, add the proxy's "
                           "certificate to the system's store (Debian/Ubuntu: copy it to "
                           "/usr/local/share/ca-certificates/ as a .crt file, then sudo update-ca-certificates), "
                           "or point SSL_CERT_FILE at a bundle that has it; setup makes uv use the same store.")
-        return Result("note", "certificates", f"{url} is out of reach ({reason}): fine once set up, or "
+        reason = str(reason).replace(url, shown)
+        return Result("note", "certificates", f"{shown} is out of reach ({reason}): fine once set up, or "
                       "offline with KIT_WHEELHOUSE; setup needs it for a first install or a changed lock.")
-    return Result("ok", "certificates", f"HTTPS to {url} verified with this machine's certificates")
+    return Result("ok", "certificates", f"HTTPS to {shown} verified with this machine's certificates")
 
 
 def check_disk(free_bytes: int, path: Path) -> Result:
