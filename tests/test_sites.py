@@ -7,7 +7,12 @@ import tensorflow_federated as tff
 from tests.conftest import worker_pids
 from tutorial_helpers import expected_results, model
 from tutorial_helpers.multi_worker import create_multi_worker_context, worker_side_process
-from tutorial_helpers.sites import create_site_context
+from tutorial_helpers.sites import (
+    create_site_context,
+    read_catalogue,
+    site_dataset_computation,
+    write_site,
+)
 from tutorial_helpers.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.slow
@@ -101,3 +106,58 @@ def test_a_computation_with_results_at_the_clients_is_refused():
         with create_site_context({"a": ["0"]}, site_workers={"a": one}, aggregator=one):
             with pytest.raises(NotImplementedError, match="placed at the server"):
                 doubled([1])
+
+
+@pytest.fixture(scope="module")
+def site_roots(emnist, setting, tmp_path_factory):
+    """Each site's data in a root of its own (mode 0700), and its catalogue."""
+    train, _ = emnist
+    _, catalogue, _ = setting
+    roots = {}
+    for site, clients in catalogue.items():
+        roots[site] = tmp_path_factory.mktemp(site)
+        write_site(train, clients, roots[site], canary=f"canary of {site}".encode())
+    return roots
+
+
+def test_a_sites_files_hold_its_clients_examples_and_its_catalogue_only_counts(emnist, setting, site_roots):
+    train, _ = emnist
+    _, catalogue, _ = setting
+    for site, root in site_roots.items():
+        assert oct(root.stat().st_mode & 0o777) == "0o700"
+        counts = read_catalogue(root)
+        assert list(counts) == list(catalogue[site])
+        assert sorted(p.name for p in (root / "clients").iterdir()) == sorted(f"{c}.tfrecord" for c in counts)
+        for client, count in counts.items():
+            assert count == len(list(train.create_tf_dataset_for_client(client)))
+            assert f"canary of {site}".encode() in (root / "clients" / f"{client}.tfrecord").read_bytes()
+        assert b"canary" not in (root / "catalogue.json").read_bytes()
+
+
+def test_site_workers_read_their_own_roots_and_train_as_from_tffs_file(setting, site_roots):
+    ids, catalogue, from_sqlite = setting
+    site_process = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg())
+    workers = {site: WorkerProcess(cwd=root) for site, root in site_roots.items()}
+    with create_site_context(catalogue, site_workers=workers) as ctx:
+        from_sites, _ = train(site_process, ids)
+    # The same examples, in the same order, as TFF's SQLite file gives: the same bits.
+    with create_site_context(catalogue) as ctx:
+        expected, _ = train(from_sqlite, ids)
+    for r in range(ROUNDS):
+        assert largest_difference(from_sites[r], expected[r]) == 0.0, f"round {r + 1}"
+    assert not worker_pids() & {w.pid for w in ctx.workers}
+
+
+def test_a_client_sent_to_a_site_that_does_not_hold_it_fails_there_by_name(setting, site_roots):
+    ids, catalogue, _ = setting
+    site_process = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg())
+    wrong = {"hospital": catalogue["hospital"][:2], "clinic": [catalogue["hospital"][2], *catalogue["clinic"]]}
+    workers = {site: WorkerProcess(cwd=site_roots[site]) for site in wrong}
+    with create_site_context(wrong, site_workers=workers):
+        state = site_process.initialize()
+        moved = catalogue["hospital"][2]
+        with pytest.raises(RuntimeError, match=rf"(?s)Site 'clinic' .* failed its part of the round, for "
+                                               rf"clients '{moved}', .*clients/{moved}\.tfrecord; No such file"):
+            site_process.next(state, [*wrong["hospital"], *wrong["clinic"]])

@@ -18,23 +18,100 @@ only by chance, and it merges partial aggregates on whichever worker finished
   `get_model_weights`) whole on the aggregator;
 * refuses a client that no site's catalogue lists, naming it.
 
-Used with `multi_worker.worker_side_process`, what a site receives is the
-ids of its own clients, and each worker builds their datasets itself.
+A site's data lives in its own root, one folder per site: `write_site`
+writes each client's raw examples there (`clients/<id>.tfrecord`, every
+record marked with the site's canary) and `catalogue.json` (client ids and
+example counts, all the controller needs). A site's worker runs with its root
+as working directory (`WorkerProcess(cwd=root)`), and
+`site_dataset_computation` reads `clients/<id>.tfrecord` by that relative
+path, so each worker opens only its own site's files and the controller sends
+only ids. Compose it with a learning process with TFF's
+`tff.simulation.compose_dataset_computation_with_learning_process`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import collections
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import tensorflow as tf
 import tensorflow_federated as tff
 
+from tutorial_helpers import data as kit_data
 from tutorial_helpers.runtime.contexts import CONTEXT_ARGS, ClosableContext, executor_factory
 from tutorial_helpers.runtime.tff_private import AsyncThreadRunner
 from tutorial_helpers.worker_process import Worker, WorkerProcess
 
-__all__ = ["SiteContext", "create_site_context"]
+__all__ = ["SiteContext", "create_site_context", "read_catalogue", "site_dataset_computation", "write_site"]
+
+CLIENTS_FOLDER = "clients"  # In a site's root; a client's file is clients/<id>.tfrecord.
+CATALOGUE = "catalogue.json"
+_FEATURES = {"label": tf.io.FixedLenFeature([1], tf.int64), "pixels": tf.io.FixedLenFeature([784], tf.float32)}
+
+
+def write_site(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str],
+               root: str | os.PathLike, *, canary: bytes) -> dict[str, int]:
+    """Writes the raw examples of `client_ids` into a site's `root`; returns each client's count.
+
+    One TFRecord file per client, `clients/<id>.tfrecord`, in the order
+    `client_data` gives the examples; every record also carries `canary`, the
+    site's mark, which the pipeline ignores and an audit of the traffic looks
+    for. `catalogue.json` lists the clients and their counts. The root and its
+    folder are made readable by their owner only (mode 0700).
+    """
+    root = Path(root)
+    folder = root / CLIENTS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (root, folder):
+        path.chmod(0o700)
+    counts = {}
+    for client_id in client_ids:
+        count = 0
+        with tf.io.TFRecordWriter(str(folder / f"{client_id}.tfrecord")) as writer:
+            for example in client_data.create_tf_dataset_for_client(client_id).as_numpy_iterator():
+                features = {
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(example["label"])])),
+                    "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=example["pixels"].ravel())),
+                    "canary": tf.train.Feature(bytes_list=tf.train.BytesList(value=[canary])),
+                }
+                writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+                count += 1
+        counts[client_id] = count
+    (root / CATALOGUE).write_text(json.dumps({"clients": counts}, indent=1) + "\n")
+    return counts
+
+
+def read_catalogue(root: str | os.PathLike) -> dict[str, int]:
+    """A site's catalogue: its client ids and how many examples each holds (no example)."""
+    return dict(json.loads((Path(root) / CATALOGUE).read_text())["clients"])
+
+
+def site_dataset_computation(
+    preprocess_fn: Callable[[tf.data.Dataset], tf.data.Dataset] = kit_data.preprocess,
+) -> tff.Computation:
+    """A computation from a client id to its dataset, read by a RELATIVE path at the worker.
+
+    Run in a worker whose working directory is a site's root, it opens that
+    site's `clients/<id>.tfrecord`; the elements are those of TFF's EMNIST
+    (`label`, `pixels` 28x28), then `preprocess_fn`.
+    """
+
+    @tff.tensorflow.computation(tf.string)
+    def dataset_for(client_id):
+        def parse(record):
+            example = tf.io.parse_single_example(record, _FEATURES)
+            return collections.OrderedDict(label=tf.cast(example["label"][0], tf.int32),
+                                           pixels=tf.reshape(example["pixels"], [28, 28]))
+
+        path = tf.strings.join([CLIENTS_FOLDER + "/", client_id, ".tfrecord"])
+        return preprocess_fn(tf.data.TFRecordDataset(path).map(parse))
+
+    return dataset_for
 
 
 def _is_client_values(type_spec: tff.Type) -> bool:
@@ -142,7 +219,8 @@ class _SiteRouting(tff.framework.SyncContext):
         groups = self._groups(clients)
         slices = {site: _take(arg, parameter, positions) for site, positions in groups.items()}
         partials = await asyncio.gather(*(
-            self._site_contexts[site].invoke(form.up_to_merge, slices[site]) for site in groups))
+            self._up_to_merge(site, form, slices[site], [clients[i] for i in positions])
+            for site, positions in groups.items()))
         merged = partials[0]
         for partial in partials[1:]:
             merged = await self._aggregator_context.invoke(form.merge, tff.structure.Struct.unnamed(merged, partial))
@@ -150,6 +228,14 @@ class _SiteRouting(tff.framework.SyncContext):
         # whichever slice of the argument it gets (TFF's own context passes the first).
         first = slices[next(iter(groups))]
         return await self._aggregator_context.invoke(form.after_merge, tff.structure.Struct.unnamed(first, merged))
+
+    async def _up_to_merge(self, site: str, form, arg, clients: list):
+        try:
+            return await self._site_contexts[site].invoke(form.up_to_merge, arg)
+        except Exception as e:
+            names = ", ".join(repr(c.decode() if isinstance(c, bytes) else c) for c in clients)
+            raise RuntimeError(f"Site {site!r} ({self.sites[site]}) failed its part of the round, for "
+                               f"clients {names}: {type(e).__name__}: {e}") from e
 
     def invoke(self, comp, arg):
         return self._async_runner.run_coro_and_return_result(self._route(comp, arg))

@@ -139,10 +139,13 @@ class WorkerProcess(ManagedProcess):
         not, it runs uncontained (with a warning, once) only inside the kit's
         container or on a machine with no address but loopback, and is
         otherwise refused with a RuntimeError that says what to do.
+      cwd: the worker's working directory, against which relative paths in
+        the computations it runs resolve (a site's data root,
+        `tutorial_helpers.sites`); by default this process's.
     """
 
     def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0,
-                 private_network: bool | None = None):
+                 private_network: bool | None = None, cwd: str | os.PathLike | None = None):
         possible, reason = private_network_status() if private_network is not False else (False, "")
         if private_network and not possible:
             raise RuntimeError(
@@ -163,7 +166,7 @@ class WorkerProcess(ManagedProcess):
             f"--max_concurrent_computation_calls={max_concurrent_computation_calls}",
         ]
         super().__init__(args, description="TFF worker", private_network=possible,
-                         inner_port=self.port)
+                         inner_port=self.port, cwd=cwd)
         self.address = f"unix:{self.socket_path}" if possible else f"127.0.0.1:{self.port}"
         try:
             self._wait_until_ready(startup_timeout)

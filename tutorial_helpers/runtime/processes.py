@@ -206,12 +206,14 @@ class ManagedProcess:
         it must then listen on `inner_port`, and is reached through the Unix
         socket `socket_path`. Needs `private_network_status()[0]`.
       inner_port: the port the contained child listens on.
+      cwd: the child's working directory (a site's data root: relative paths
+        in what it runs resolve there); by default this process's.
     """
 
     socket_path: str | None = None
 
     def __init__(self, args: list[str], description: str, *, private_network: bool = False,
-                 inner_port: int | None = None):
+                 inner_port: int | None = None, cwd: str | os.PathLike | None = None):
         self.description = description
         if not sys.platform.startswith("linux"):
             _warn_no_parent_death_signal()
@@ -229,7 +231,7 @@ class ManagedProcess:
         try:
             self._process = subprocess.Popen(
                 [*command, "--", *args], stdin=subprocess.DEVNULL, stdout=self._log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd,
             )
         except BaseException:  # Nothing started: leave no log file or socket folder behind.
             self._log.close()
