@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.conftest import worker_pids
@@ -13,7 +14,7 @@ from tutorial_helpers.sites import (
     site_dataset_computation,
     write_site,
 )
-from tutorial_helpers.worker_process import WorkerProcess
+from tutorial_helpers.worker_process import ChannelAudit, WorkerProcess
 
 pytestmark = pytest.mark.slow
 ROUNDS = 3
@@ -161,3 +162,42 @@ def test_a_client_sent_to_a_site_that_does_not_hold_it_fails_there_by_name(setti
         with pytest.raises(RuntimeError, match=rf"(?s)Site 'clinic' .* failed its part of the round, for "
                                                rf"clients '{moved}', .*clients/{moved}\.tfrecord; No such file"):
             site_process.next(state, [*wrong["hospital"], *wrong["clinic"]])
+
+
+def test_the_channel_audit_finds_no_canary_in_training_and_catches_both_leaks(emnist, setting, site_roots):
+    """Every message to and from every worker is searched for every site's canary.
+
+    Training through the sites: none, in either direction. Two positive controls must be caught:
+    a computation run at a site that reads a file of its data (the answer carries the canary), and
+    a controller that reads a site's records itself and ships them to a worker (the request does).
+    """
+    ids, catalogue, _ = setting
+    canaries = tuple(f"canary of {site}".encode() for site in catalogue)
+    site_process = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg())
+    workers = {site: WorkerProcess(cwd=root, audit=ChannelAudit(canaries)) for site, root in site_roots.items()}
+    aggregator = WorkerProcess(audit=ChannelAudit(canaries))
+    with create_site_context(catalogue, site_workers=workers, aggregator=aggregator) as ctx:
+        train(site_process, ids)
+        for site, worker in [*workers.items(), ("aggregator", aggregator)]:
+            audit = worker.audit
+            assert audit.found == [], (site, audit.found)
+            assert audit.calls > 0 and audit.bytes_sent > 0 and audit.bytes_received > 0, site
+
+        @tff.tensorflow.computation(np.str_)
+        def read_file(path):
+            return tf.io.read_file(path)
+
+        stolen = ctx.run_at_site("clinic", read_file, f"clients/{catalogue['clinic'][0]}.tfrecord")
+        assert b"canary of clinic" in stolen
+        assert ("received", "compute", b"canary of clinic") in workers["clinic"].audit.found
+
+        records = [r.numpy() for r in tf.data.TFRecordDataset(str(site_roots["practice"] / "clients" /
+                                                                   f"{catalogue['practice'][0]}.tfrecord"))]
+
+        @tff.tensorflow.computation(tff.SequenceType(np.str_))
+        def count(records):
+            return records.reduce(np.int32(0), lambda n, _: n + 1)
+
+        assert count(records) == len(records)  # No client argument: the aggregator runs it.
+        assert ("sent", "create_value", b"canary of practice") in aggregator.audit.found

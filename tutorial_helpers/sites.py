@@ -240,6 +240,15 @@ class _SiteRouting(tff.framework.SyncContext):
     def invoke(self, comp, arg):
         return self._async_runner.run_coro_and_return_result(self._route(comp, arg))
 
+    def run_at_site(self, site: str, comp, arg=None):
+        """Runs `comp` whole on one site's worker and returns its result.
+
+        What any controller can do: a worker runs whatever it is sent, a read
+        of the site's files included. The kit uses it to show that, and that
+        the channel audit catches what comes back.
+        """
+        return self._async_runner.run_coro_and_return_result(self._site_contexts[site].invoke(comp, arg))
+
 
 class SiteContext(ClosableContext, _SiteRouting):
     """A TFF context that sends each client to its site's worker and merges on an aggregator."""

@@ -30,6 +30,7 @@ reach that port too.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Protocol
@@ -89,21 +90,62 @@ def _close_channel(channel: grpc.Channel) -> None:
     channel.close()
 
 
-class _CountingStub:
-    """TFF's gRPC stub, counting the bytes of client-placed values sent to the worker."""
+@dataclasses.dataclass
+class ChannelAudit:
+    """Every gRPC message between the controller and one worker: bytes each way, and canaries.
 
-    def __init__(self, stub):
+    `canaries` are byte strings that mark a site's data (`sites.write_site`);
+    each message is searched for each of them, in both directions, and a hit
+    is recorded in `found` as (direction, method, canary). `bytes_sent` and
+    `bytes_received` are the serialized sizes of the requests and answers.
+    """
+
+    canaries: tuple[bytes, ...] = ()
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    calls: int = 0
+    found: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
+
+    def record(self, direction: str, method: str, message) -> None:
+        data = message.SerializeToString()
+        if direction == "sent":
+            self.calls += 1
+            self.bytes_sent += len(data)
+        else:
+            self.bytes_received += len(data)
+        self.found += [(direction, method, canary) for canary in self.canaries if canary in data]
+
+
+class _CountingStub:
+    """TFF's gRPC stub, counting the bytes of client-placed values sent to the worker.
+
+    With a `ChannelAudit`, every call's request and answer are also recorded there.
+    """
+
+    def __init__(self, stub, audit: ChannelAudit | None = None):
         self._stub = stub
+        self.audit = audit
         self.client_value_bytes = 0
+
+    def _call(self, method: str, request):
+        if self.audit is not None:
+            self.audit.record("sent", method, request)
+        response = getattr(self._stub, method)(request)
+        if self.audit is not None:
+            self.audit.record("received", method, response)
+        return response
 
     def create_value(self, request):
         value = request.value
         if value.WhichOneof("value") == "federated" and value.federated.type.placement.value.uri == "clients":
             self.client_value_bytes += value.ByteSize()
-        return self._stub.create_value(request)
+        return self._call("create_value", request)
 
     def __getattr__(self, name):
-        return getattr(self._stub, name)
+        attribute = getattr(self._stub, name)
+        if self.audit is None or name.startswith("_") or not callable(attribute):
+            return attribute
+        return lambda request: self._call(name, request)
 
 
 class Worker(Protocol):
@@ -142,10 +184,13 @@ class WorkerProcess(ManagedProcess):
       cwd: the worker's working directory, against which relative paths in
         the computations it runs resolve (a site's data root,
         `tutorial_helpers.sites`); by default this process's.
+      audit: a `ChannelAudit` that records every message to and from the
+        worker (its bytes, and the canaries it holds); by default none.
     """
 
     def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0,
-                 private_network: bool | None = None, cwd: str | os.PathLike | None = None):
+                 private_network: bool | None = None, cwd: str | os.PathLike | None = None,
+                 audit: ChannelAudit | None = None):
         possible, reason = private_network_status() if private_network is not False else (False, "")
         if private_network and not possible:
             raise RuntimeError(
@@ -173,7 +218,11 @@ class WorkerProcess(ManagedProcess):
         except BaseException:
             self.stop()
             raise
-        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(self._channel))
+        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(self._channel), audit)
+
+    @property
+    def audit(self) -> ChannelAudit | None:
+        return self.stub.audit
 
     @property
     def client_value_bytes(self) -> int:
