@@ -11,6 +11,7 @@ from tutorial_helpers.multi_worker import create_multi_worker_context, worker_si
 from tutorial_helpers.sites import (
     create_site_context,
     read_catalogue,
+    sample_clients,
     site_dataset_computation,
     write_site,
 )
@@ -201,3 +202,47 @@ def test_the_channel_audit_finds_no_canary_in_training_and_catches_both_leaks(em
 
         assert count(records) == len(records)  # No client argument: the aggregator runs it.
         assert ("sent", "create_value", b"canary of practice") in aggregator.audit.found
+
+
+def test_a_round_moves_the_same_bytes_whatever_a_client_holds(emnist, tmp_path):
+    """One client's round, with its examples and with ten times as many: the traffic is the same."""
+    train_data, _ = emnist
+    client = train_data.client_ids[0]
+    examples = list(train_data.create_tf_dataset_for_client(client).as_numpy_iterator())
+    one = {"label": np.array([e["label"] for e in examples]), "pixels": np.stack([e["pixels"] for e in examples])}
+    ten = {key: np.concatenate([value] * 10) for key, value in one.items()}
+    process = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg())
+    moved = {}
+    for name, arrays in (("as held", one), ("ten times", ten)):
+        root = tmp_path / name
+        counts = write_site(tff.simulation.datasets.TestClientData({client: arrays}), [client], root,
+                            canary=b"canary")
+        with create_site_context({"site": [client]}, site_workers={"site": WorkerProcess(cwd=root, audit=ChannelAudit())},
+                                 aggregator=WorkerProcess(audit=ChannelAudit())) as ctx:
+            state = process.initialize()
+            before = ctx.traffic()["site"]
+            result = process.next(state, [client])
+            after = ctx.traffic()["site"]
+        moved[name] = (after[0] - before[0], after[1] - before[1])
+        assert result.metrics["client_work"]["train"]["num_examples"] == counts[client] * 5  # 5 epochs.
+    assert counts[client] == 10 * len(examples)
+    # The same requests (the computation and the client's id; a few bytes of generated names
+    # may differ) and the same answers (the model update and the metrics): no example moves.
+    for direction in (0, 1):
+        assert abs(moved["ten times"][direction] - moved["as held"][direction]) <= 64, moved
+    # Ten times the examples would be over 300 KB more had they moved (784 floats each).
+    assert len(examples) * 9 * 784 * 4 > 300_000
+
+
+def test_sampling_a_round_draws_from_every_site_and_repeats_with_its_seed():
+    catalogue = {"hospital": [f"h{i}" for i in range(60)], "clinic": [f"c{i}" for i in range(30)],
+                 "practice": [f"p{i}" for i in range(10)]}
+    rounds = [sample_clients(catalogue, 10, seed=round_num) for round_num in range(200)]
+    assert all(len(set(r)) == 10 for r in rounds)
+    assert rounds[3] == sample_clients(catalogue, 10, seed=3) and rounds[3] != rounds[4]
+    drawn = [client[0] for r in rounds for client in r]
+    shares = {site[0]: drawn.count(site[0]) / len(drawn) for site in catalogue}
+    assert abs(shares["h"] - 0.6) < 0.05 and abs(shares["c"] - 0.3) < 0.05 and abs(shares["p"] - 0.1) < 0.03
+    with pytest.raises(ValueError, match="between 1 and the 100 clients"):
+        sample_clients(catalogue, 101)

@@ -47,7 +47,8 @@ from tutorial_helpers.runtime.contexts import CONTEXT_ARGS, ClosableContext, exe
 from tutorial_helpers.runtime.tff_private import AsyncThreadRunner
 from tutorial_helpers.worker_process import Worker, WorkerProcess
 
-__all__ = ["SiteContext", "create_site_context", "read_catalogue", "site_dataset_computation", "write_site"]
+__all__ = ["SiteContext", "create_site_context", "read_catalogue", "sample_clients", "site_dataset_computation",
+           "write_site"]
 
 CLIENTS_FOLDER = "clients"  # In a site's root; a client's file is clients/<id>.tfrecord.
 CATALOGUE = "catalogue.json"
@@ -156,6 +157,22 @@ def _take(value: Any, type_spec: tff.Type, positions: Sequence[int]) -> Any:
     return value
 
 
+def sample_clients(catalogue: Mapping[str, Sequence[str]], num_clients: int, seed: int | None = None) -> list[str]:
+    """`num_clients` client ids drawn without replacement from all the sites' catalogues.
+
+    Each client is equally likely, wherever it is held (so a large site gets
+    more of a round's clients); as the original tutorial's last version
+    sampled 10 clients a round. `seed` makes the draw repeatable.
+    """
+    import random
+
+    everyone = [client for clients in catalogue.values() for client in clients]
+    if not 0 < num_clients <= len(everyone):
+        raise ValueError(f"num_clients must be between 1 and the {len(everyone)} clients the sites hold, "
+                         f"got {num_clients}.")
+    return random.Random(seed).sample(everyone, num_clients)
+
+
 class _SiteRouting(tff.framework.SyncContext):
     """The routing itself; `SiteContext` adds closing and interrupts (`ClosableContext`)."""
 
@@ -239,6 +256,16 @@ class _SiteRouting(tff.framework.SyncContext):
 
     def invoke(self, comp, arg):
         return self._async_runner.run_coro_and_return_result(self._route(comp, arg))
+
+    def traffic(self) -> dict[str, tuple[int, int]]:
+        """Bytes sent to and received from each site's worker and the aggregator so far.
+
+        From each worker's `ChannelAudit` (workers started without one are
+        left out); subtract two readings for what a round moved.
+        """
+        workers = {**self.sites, "aggregator": self.aggregator}
+        return {name: (worker.audit.bytes_sent, worker.audit.bytes_received)
+                for name, worker in workers.items() if getattr(worker, "audit", None) is not None}
 
     def run_at_site(self, site: str, comp, arg=None):
         """Runs `comp` whole on one site's worker and returns its result.
