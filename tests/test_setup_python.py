@@ -252,8 +252,8 @@ def test_bootstrap_uv_hides_credentials_in_an_index_address(monkeypatch):
     with socket.socket() as probe:  # A loopback port nothing listens on.
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setenv("UV_DEFAULT_INDEX", f"http://ada:s3cret@127.0.0.1:{port}/simple")
+    monkeypatch.setenv("UV_DEFAULT_INDEX", f"http://ada:s3cret@127.0.0.1:{port}/mirror")
     with pytest.raises(bootstrap_uv.BootstrapError) as failed:
         bootstrap_uv.wheel_from_index(bootstrap_uv.wheel_name(UV_VERSION))
-    assert f"http://127.0.0.1:{port}/simple/uv/" in str(failed.value)
+    assert f"http://127.0.0.1:{port}/mirror/uv/" in str(failed.value)
     assert "s3cret" not in str(failed.value)
