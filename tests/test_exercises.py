@@ -2,6 +2,7 @@
 
 import asyncio
 import collections
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,38 @@ def test_even_clients(emnist):
     for uri in ("'uri://-2'", "'uri://04'", "'uri:// 4'", "'uri://\u0664'"):
         assert f"{uri} should be rejected, but a dataset was returned" in out
     assert "ids[-2] is a client counted from the end" in out
+
+    # A prefix match (re.match, not fullmatch): uri://4x is served as client 4.
+    class PrefixMatch(remote_data.DataBackend):
+        async def materialize(self, data_, type_spec):
+            match = re.match(r"uri://(\d+)", data_.uri)
+            if match is None or int(match.group(1)) % 2 or int(match.group(1)) >= len(train.client_ids):
+                raise ValueError(f"{data_.uri} is not served")
+            return data.preprocess(train.create_tf_dataset_for_client(train.client_ids[int(match.group(1))]))
+
+    result = exercises.check_even_clients_backend(PrefixMatch(), train, DATASET_TYPE)
+    assert not result.passed
+    assert ("'uri://4x' should be rejected, but a dataset was returned (a prefix match: the index must be "
+            "all that follows uri://; parse with client_index above).") in result.problems
+
+    # Off by one: uri://<i> served as the client after i.
+    class OffByOne(remote_data.DataBackend):
+        async def materialize(self, data_, type_spec):
+            index = exercises_client_index(data_.uri)
+            return data.preprocess(train.create_tf_dataset_for_client(train.client_ids[index + 1]))
+
+    result = exercises.check_even_clients_backend(OffByOne(), train, DATASET_TYPE)
+    assert not result.passed and "uri://0 should be the data of client 0" in result.message
+
+
+def exercises_client_index(uri):
+    """The 02 notebook's parse, refusing odd clients (as the solution does)."""
+    from tutorial_helpers.backends import parse_client_uri
+
+    index = parse_client_uri(uri)
+    if index % 2:
+        raise ValueError(f"{uri} is not served")
+    return index
 
 
 def test_label_zero(emnist):
