@@ -418,3 +418,83 @@ def test_a_check_prints_its_message_and_jupyter_shows_nothing_more(capsys):
     # (ipykernel sends none); an object without _ipython_display_ would show its repr.
     assert DisplayFormatter().format(result) == ({}, {})
     assert "text/plain" in DisplayFormatter().format(object())[0]
+
+
+CATALOGUE = {"hospital": [f"h{i}" for i in range(12)], "clinic": [f"c{i}" for i in range(6)], "practice": ["p0", "p1"]}
+
+
+def test_group_by_site_passes_the_solution_and_refuses_each_wrong_answer():
+    solution = run_solution("07_group_by_site.py")["group_by_site"]
+    result = exercises.check_group_by_site(solution, CATALOGUE)
+    assert result.passed and "refused by name" in result.message
+
+    def unsolved(catalogue, clients):
+        raise NotImplementedError
+
+    result = exercises.check_group_by_site(unsolved, CATALOGUE)
+    assert not result.passed and "Not solved yet" in result.message and "07_group_by_site.py" in result.message
+
+    def site_of(catalogue, client):
+        return next(site for site, held in catalogue.items() if client in held)
+
+    def every_site(catalogue, clients):  # Sites without clients get an empty list.
+        groups = {site: [] for site in catalogue}
+        for client in clients:
+            groups[site_of(catalogue, client)].append(client)
+        return groups
+
+    def sorted_ids(catalogue, clients):  # Each site's clients in sorted order.
+        return {site: sorted(ids) for site, ids in solution(catalogue, clients).items()}
+
+    def deduplicated(catalogue, clients):  # A client named twice trains once.
+        return solution(catalogue, list(dict.fromkeys(clients)))
+
+    def drops_strangers(catalogue, clients):  # A client no site holds is skipped quietly.
+        known = {c for held in catalogue.values() for c in held}
+        return solution(catalogue, [c for c in clients if c in known])
+
+    def first_site_for_strangers(catalogue, clients):
+        groups = {}
+        for client in clients:
+            site = next((s for s, held in catalogue.items() if client in held), next(iter(catalogue)))
+            groups.setdefault(site, []).append(client)
+        return groups
+
+    def anonymous_error(catalogue, clients):  # Refuses, without saying which client.
+        try:
+            return solution(catalogue, clients)
+        except LookupError:
+            raise LookupError("unknown client") from None
+
+    def by_position(catalogue, clients):  # Contiguous slices in site order, as TFF's own context cuts.
+        groups, start = {}, 0
+        for site, held in catalogue.items():
+            share = clients[start:start + len([c for c in clients if c in held])]
+            if share:
+                groups[site] = share
+            start += len(share)
+        return groups
+
+    def value_error(catalogue, clients):
+        try:
+            return solution(catalogue, clients)
+        except LookupError as e:
+            raise ValueError(str(e)) from None
+
+    wrong = {
+        every_site: "an empty list",
+        sorted_ids: "in another order than the round's",
+        deduplicated: "each client of the round goes to its site, once",
+        drops_strangers: "instead of raising LookupError",
+        first_site_for_strangers: "instead of raising LookupError",
+        anonymous_error: "name the client ('f9999_99')",
+        by_position: "which does not hold it",
+        value_error: "raise LookupError (KeyError is one)",
+        lambda catalogue, clients: list(clients): "return a dict",
+    }
+    for answer, hint in wrong.items():
+        result = exercises.check_group_by_site(answer, CATALOGUE)
+        assert not result.passed and hint in result.message, (answer, result.message)
+
+    with pytest.raises(ValueError, match="at least two sites holding two clients"):
+        exercises.check_group_by_site(solution, {"only": ["a", "b"]})

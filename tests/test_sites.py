@@ -1,5 +1,8 @@
 """SiteContext: each round's clients at the worker of the site that holds them, merged on an aggregator."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,9 +10,11 @@ import tensorflow_federated as tff
 
 from tests.conftest import worker_pids
 from tutorial_helpers import expected_results, model
+from tutorial_helpers.data import preprocess
 from tutorial_helpers.multi_worker import create_multi_worker_context, worker_side_process
 from tutorial_helpers.sites import (
     create_site_context,
+    example_probes,
     read_catalogue,
     sample_clients,
     site_dataset_computation,
@@ -165,24 +170,29 @@ def test_a_client_sent_to_a_site_that_does_not_hold_it_fails_there_by_name(setti
             site_process.next(state, [*wrong["hospital"], *wrong["clinic"]])
 
 
-def test_the_channel_audit_finds_no_canary_in_training_and_catches_both_leaks(emnist, setting, site_roots):
-    """Every message to and from every worker is searched for every site's canary.
+def test_the_channel_audit_finds_nothing_in_training_and_catches_every_leak(emnist, setting, site_roots):
+    """Every message to and from every worker is searched for every site's canary and example bytes.
 
-    Training through the sites: none, in either direction. Two positive controls must be caught:
-    a computation run at a site that reads a file of its data (the answer carries the canary), and
-    a controller that reads a site's records itself and ships them to a worker (the request does).
+    Training through the sites: nothing, in either direction. Three positive controls must be caught:
+    a computation run at a site that reads a file of its data (the answer carries the canary); a
+    controller that reads a site's records itself and ships them to a worker (the request does); and
+    one that ships a client's preprocessed batches, as a data backend does (no canary: its pixels).
     """
+    train_data, _ = emnist
     ids, catalogue, _ = setting
     canaries = tuple(f"canary of {site}".encode() for site in catalogue)
+    probes = example_probes(train_data, ids)
+    assert len(probes) == 2 * len(ids) and all(len(p) == 64 and p != b"\0\0\x80?" * 16 for p in probes)
     site_process = tff.simulation.compose_dataset_computation_with_learning_process(
         site_dataset_computation(), model.build_fed_avg())
-    workers = {site: WorkerProcess(cwd=root, audit=ChannelAudit(canaries)) for site, root in site_roots.items()}
-    aggregator = WorkerProcess(audit=ChannelAudit(canaries))
+    workers = {site: WorkerProcess(cwd=root, audit=ChannelAudit(canaries, probes))
+               for site, root in site_roots.items()}
+    aggregator = WorkerProcess(audit=ChannelAudit(canaries, probes))
     with create_site_context(catalogue, site_workers=workers, aggregator=aggregator) as ctx:
         train(site_process, ids)
         for site, worker in [*workers.items(), ("aggregator", aggregator)]:
             audit = worker.audit
-            assert audit.found == [], (site, audit.found)
+            assert audit.found == [] and audit.canary_hits == audit.example_hits == 0, (site, audit.found)
             assert audit.calls > 0 and audit.bytes_sent > 0 and audit.bytes_received > 0, site
 
         @tff.tensorflow.computation(np.str_)
@@ -192,6 +202,7 @@ def test_the_channel_audit_finds_no_canary_in_training_and_catches_both_leaks(em
         stolen = ctx.run_at_site("clinic", read_file, f"clients/{catalogue['clinic'][0]}.tfrecord")
         assert b"canary of clinic" in stolen
         assert ("received", "compute", b"canary of clinic") in workers["clinic"].audit.found
+        assert workers["clinic"].audit.canary_hits == 1 and workers["clinic"].audit.example_hits >= 1
 
         records = [r.numpy() for r in tf.data.TFRecordDataset(str(site_roots["practice"] / "clients" /
                                                                    f"{catalogue['practice'][0]}.tfrecord"))]
@@ -202,6 +213,81 @@ def test_the_channel_audit_finds_no_canary_in_training_and_catches_both_leaks(em
 
         assert count(records) == len(records)  # No client argument: the aggregator runs it.
         assert ("sent", "create_value", b"canary of practice") in aggregator.audit.found
+
+        # A backend's in-memory dataset (as notebook 05's) travels with its examples.
+        examples = list(train_data.create_tf_dataset_for_client(catalogue["hospital"][1]).as_numpy_iterator())
+        in_memory = tf.data.Dataset.from_tensor_slices(
+            {"label": np.array([e["label"] for e in examples]), "pixels": np.stack([e["pixels"] for e in examples])})
+
+        @tff.tensorflow.computation(model.DATASET_TYPE)
+        def count_batches(dataset):
+            return dataset.reduce(np.int32(0), lambda n, _: n + 1)
+
+        canary_hits, before = aggregator.audit.canary_hits, len(aggregator.audit.found)
+        assert count_batches(preprocess(in_memory)) > 0
+        assert aggregator.audit.canary_hits == canary_hits  # No canary in parsed examples...
+        new_hits = aggregator.audit.found[before:]
+        assert {mark for _, _, mark in new_hits} == set(probes[2:4]), new_hits  # ...but their pixels.
+        assert {direction for direction, _, _ in new_hits} == {"sent"}
+
+
+def test_the_audit_refuses_marks_short_enough_to_be_found_by_chance():
+    with pytest.raises(ValueError, match="at least 8 bytes"):
+        ChannelAudit(canaries=(b"x",))
+    with pytest.raises(ValueError, match="at least 8 bytes"):
+        ChannelAudit(probes=(b"",))
+
+
+def test_a_site_killed_mid_round_is_an_error_naming_it_and_its_clients(setting, site_roots):
+    """The clinic's worker is killed when the controller sends it the round's computation."""
+    ids, catalogue, _ = setting
+    site_process = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg())
+
+    class KillOnCompute(ChannelAudit):
+        armed = False
+
+        def record(self, direction, method, message):
+            super().record(direction, method, message)
+            if self.armed and direction == "sent" and method == "compute":
+                self.armed = False
+                os.kill(workers["clinic"].pid, signal.SIGKILL)
+
+    audit = KillOnCompute()
+    workers = {site: WorkerProcess(cwd=root, audit=audit if site == "clinic" else None)
+               for site, root in site_roots.items()}
+    with create_site_context(catalogue, site_workers=workers) as ctx:
+        state = site_process.initialize()
+        audit.armed = True
+        clinic = ", ".join(repr(c) for c in catalogue["clinic"])
+        with pytest.raises(RuntimeError, match=rf"Site 'clinic' .* failed its part of the round, for clients "
+                                               rf"{clinic}: .*is not running: it was killed by SIGKILL"):
+            site_process.next(state, ids)
+        assert not audit.armed  # It was killed mid-round, not before.
+        pids = [w.pid for w in ctx.workers]
+    assert not worker_pids() & set(pids)
+
+
+def test_a_sites_unreadable_file_is_an_error_naming_the_site_and_the_path_in_its_root(setting, site_roots,
+                                                                                       tmp_path):
+    ids, catalogue, _ = setting
+    roots = dict(site_roots, practice=tmp_path / "practice")
+    with pytest.raises(FileNotFoundError, match=rf"Site 'practice' has no catalogue.json in its root {tmp_path}"):
+        create_site_context(roots=roots)
+    (roots["practice"] / "clients").mkdir(parents=True)
+    client = catalogue["practice"][0]
+    whole = (site_roots["practice"] / "clients" / f"{client}.tfrecord").read_bytes()
+    (roots["practice"] / "clients" / f"{client}.tfrecord").write_bytes(whole[: len(whole) // 2])  # Cut short.
+    (roots["practice"] / "catalogue.json").write_bytes((site_roots["practice"] / "catalogue.json").read_bytes())
+    site_process = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg())
+    with create_site_context(roots=roots) as ctx:
+        assert ctx.catalogue == {site: list(ids) for site, ids in catalogue.items()}
+        # TensorFlow's own message says "truncated record" without the file; the context names it.
+        with pytest.raises(RuntimeError, match=rf"(?s)Site 'practice' .* for clients '{client}' \(their data at "
+                                               rf"that site: clients/{client}\.tfrecord, relative to its root\): "
+                                               rf".*truncated record"):
+            site_process.next(site_process.initialize(), ids)
 
 
 def test_a_round_moves_the_same_bytes_whatever_a_client_holds(emnist, tmp_path):

@@ -45,13 +45,20 @@ import tensorflow_federated as tff
 from tutorial_helpers import data as kit_data
 from tutorial_helpers.runtime.contexts import CONTEXT_ARGS, ClosableContext, executor_factory
 from tutorial_helpers.runtime.tff_private import AsyncThreadRunner
-from tutorial_helpers.worker_process import Worker, WorkerProcess
+from tutorial_helpers.worker_process import ChannelAudit, Worker, WorkerProcess
 
-__all__ = ["SiteContext", "create_site_context", "read_catalogue", "sample_clients", "site_dataset_computation",
-           "write_site"]
+__all__ = ["SiteContext", "client_file", "create_site_context", "example_probes", "read_catalogue", "sample_clients",
+           "site_dataset_computation", "write_site"]
 
 CLIENTS_FOLDER = "clients"  # In a site's root; a client's file is clients/<id>.tfrecord.
 CATALOGUE = "catalogue.json"
+
+
+def client_file(client_id: str) -> str:
+    """Where a site keeps a client's examples, relative to its root."""
+    return f"{CLIENTS_FOLDER}/{client_id}.tfrecord"
+
+
 _FEATURES = {"label": tf.io.FixedLenFeature([1], tf.int64), "pixels": tf.io.FixedLenFeature([784], tf.float32)}
 
 
@@ -73,7 +80,7 @@ def write_site(client_data: tff.simulation.datasets.ClientData, client_ids: Sequ
     counts = {}
     for client_id in client_ids:
         count = 0
-        with tf.io.TFRecordWriter(str(folder / f"{client_id}.tfrecord")) as writer:
+        with tf.io.TFRecordWriter(str(root / client_file(client_id))) as writer:
             for example in client_data.create_tf_dataset_for_client(client_id).as_numpy_iterator():
                 features = {
                     "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(example["label"])])),
@@ -90,6 +97,32 @@ def write_site(client_data: tff.simulation.datasets.ClientData, client_ids: Sequ
 def read_catalogue(root: str | os.PathLike) -> dict[str, int]:
     """A site's catalogue: its client ids and how many examples each holds (no example)."""
     return dict(json.loads((Path(root) / CATALOGUE).read_text())["clients"])
+
+
+def example_probes(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str], *,
+                   per_client: int = 2, floats: int = 16) -> tuple[bytes, ...]:
+    """Short runs of raw example bytes, for an audit to look for in the traffic (`ChannelAudit`).
+
+    For each client, `per_client` of its examples (its first, then evenly
+    spread), and in each the run of `floats` consecutive pixels (as 32-bit
+    little-endian floats, how TensorFlow's tensors and `tf.train.Example`
+    store them) that holds the most distinct values, so that it is not blank
+    paper (1.0) that any message might hold. A message that carries such an
+    example as a record or as a tensor, before or after preprocessing
+    (which reshapes, batches and relabels but keeps the pixels), contains it.
+    What the site would give an auditor: the controller never needs it.
+    """
+    import numpy as np
+
+    probes = []
+    for client_id in client_ids:
+        examples = list(client_data.create_tf_dataset_for_client(client_id).as_numpy_iterator())
+        for index in np.linspace(0, len(examples) - 1, min(per_client, len(examples))).astype(int):
+            pixels = np.asarray(examples[index]["pixels"], dtype="<f4").ravel()
+            windows = np.lib.stride_tricks.sliding_window_view(pixels, floats)
+            best = max(range(len(windows)), key=lambda i: len(np.unique(windows[i])))
+            probes.append(windows[best].tobytes())
+    return tuple(probes)
 
 
 def site_dataset_computation(
@@ -109,7 +142,7 @@ def site_dataset_computation(
             return collections.OrderedDict(label=tf.cast(example["label"][0], tf.int32),
                                            pixels=tf.reshape(example["pixels"], [28, 28]))
 
-        path = tf.strings.join([CLIENTS_FOLDER + "/", client_id, ".tfrecord"])
+        path = tf.strings.join([CLIENTS_FOLDER + "/", client_id, ".tfrecord"])  # client_file(client_id)
         return preprocess_fn(tf.data.TFRecordDataset(path).map(parse))
 
     return dataset_for
@@ -177,7 +210,7 @@ class _SiteRouting(tff.framework.SyncContext):
     """The routing itself; `SiteContext` adds closing and interrupts (`ClosableContext`)."""
 
     def __init__(self, sites: Mapping[str, Worker], aggregator: Worker, catalogue: Mapping[str, Sequence[str]],
-                 default_num_clients: int):
+                 default_num_clients: int, client_path: Callable[[str], str] | None = None):
         if not sites:
             raise ValueError("A SiteContext needs at least one site.")
         unknown = sorted(set(catalogue) - set(sites))
@@ -196,7 +229,9 @@ class _SiteRouting(tff.framework.SyncContext):
                 executor_fn=executor_factory(worker, default_num_clients), **CONTEXT_ARGS)
 
         self.sites = dict(sites)
+        self.catalogue = {site: list(clients) for site, clients in catalogue.items()}
         self.aggregator = aggregator
+        self.client_path = client_path
         self._site_contexts = {site: context(worker) for site, worker in self.sites.items()}
         self._aggregator_context = context(aggregator)
         self._async_runner = AsyncThreadRunner()
@@ -250,9 +285,11 @@ class _SiteRouting(tff.framework.SyncContext):
         try:
             return await self._site_contexts[site].invoke(form.up_to_merge, arg)
         except Exception as e:
-            names = ", ".join(repr(c.decode() if isinstance(c, bytes) else c) for c in clients)
+            ids = [c.decode() if isinstance(c, bytes) else c for c in clients]
+            where = ("" if self.client_path is None else
+                     f" (their data at that site: {', '.join(map(self.client_path, ids))}, relative to its root)")
             raise RuntimeError(f"Site {site!r} ({self.sites[site]}) failed its part of the round, for "
-                               f"clients {names}: {type(e).__name__}: {e}") from e
+                               f"clients {', '.join(map(repr, ids))}{where}: {type(e).__name__}: {e}") from e
 
     def invoke(self, comp, arg):
         return self._async_runner.run_coro_and_return_result(self._route(comp, arg))
@@ -263,9 +300,12 @@ class _SiteRouting(tff.framework.SyncContext):
         From each worker's `ChannelAudit` (workers started without one are
         left out); subtract two readings for what a round moved.
         """
+        return {name: (audit.bytes_sent, audit.bytes_received) for name, audit in self.audits().items()}
+
+    def audits(self) -> dict[str, ChannelAudit]:
+        """Each site's worker's `ChannelAudit`, and the aggregator's (workers without one left out)."""
         workers = {**self.sites, "aggregator": self.aggregator}
-        return {name: (worker.audit.bytes_sent, worker.audit.bytes_received)
-                for name, worker in workers.items() if getattr(worker, "audit", None) is not None}
+        return {name: worker.audit for name, worker in workers.items() if getattr(worker, "audit", None) is not None}
 
     def run_at_site(self, site: str, comp, arg=None):
         """Runs `comp` whole on one site's worker and returns its result.
@@ -283,8 +323,8 @@ class SiteContext(ClosableContext, _SiteRouting):
     _created_by = "create_site_context"
 
     def __init__(self, sites: Mapping[str, Worker], aggregator: Worker, catalogue: Mapping[str, Sequence[str]],
-                 default_num_clients: int = 0):
-        _SiteRouting.__init__(self, sites, aggregator, catalogue, default_num_clients)
+                 default_num_clients: int = 0, client_path: Callable[[str], str] | None = None):
+        _SiteRouting.__init__(self, sites, aggregator, catalogue, default_num_clients, client_path)
         self.workers = list(dict.fromkeys([*self.sites.values(), aggregator]))  # Each worker once.
 
     def __repr__(self) -> str:
@@ -294,21 +334,31 @@ class SiteContext(ClosableContext, _SiteRouting):
 
 
 def create_site_context(
-    catalogue: Mapping[str, Sequence[str]],
+    catalogue: Mapping[str, Sequence[str]] | None = None,
     *,
+    roots: Mapping[str, str | os.PathLike] | None = None,
     site_workers: Mapping[str, Worker] | None = None,
     aggregator: Worker | None = None,
+    canaries: Sequence[bytes] = (),
+    probes: Sequence[bytes] = (),
     default_num_clients: int = 0,
     private_network: bool | None = None,
 ) -> SiteContext:
     """Returns a context that runs each client's part of a round at the site that holds it.
 
     Args:
-      catalogue: for each site, the ids of the clients whose data it holds.
-      site_workers: a worker for each site of the catalogue; by default one
-        `WorkerProcess` each, started here (and stopped by `close()`).
+      catalogue: for each site, the ids of the clients whose data it holds;
+        by default each root's `catalogue.json`.
+      roots: for each site, its data root (as `write_site` made it): its
+        worker, started here, runs there, and an error at a site names the
+        files of its clients relative to it.
+      site_workers: a worker for each site, instead of starting them here
+        (for the sites of `catalogue`, or of `roots`).
       aggregator: the worker that merges the sites' partial aggregates and
         runs computations without client arguments; by default a new one.
+      canaries, probes: what the `ChannelAudit` of each worker started here
+        looks for in every message (`write_site`'s canaries,
+        `example_probes`); every worker started here counts bytes either way.
       default_num_clients: for computations whose arguments do not tell.
       private_network: for the workers started here, as in
         `remote_data.create_execution_context`.
@@ -316,17 +366,32 @@ def create_site_context(
     Use it as a context manager or call `close()`: it stops its local
     workers, those passed in included, and disconnects from remote ones.
     """
+    if roots is not None:
+        roots = {site: Path(root) for site, root in roots.items()}
+        for site, root in roots.items():
+            if not (root / CATALOGUE).is_file():
+                raise FileNotFoundError(f"Site {site!r} has no {CATALOGUE} in its root {root}: make the site's "
+                                        "data with write_site(...) first, or give that site's root.")
+        if catalogue is None:
+            catalogue = {site: list(read_catalogue(root)) for site, root in roots.items()}
+        elif set(catalogue) != set(roots):
+            raise ValueError(f"The catalogue's sites {sorted(catalogue)} and the roots' {sorted(roots)} differ.")
+    if catalogue is None:
+        raise ValueError("create_site_context needs a catalogue, or the sites' roots to read theirs from.")
     started: list[WorkerProcess] = []
+
+    def start(cwd=None) -> WorkerProcess:
+        started.append(WorkerProcess(private_network=private_network, cwd=cwd,
+                                     audit=ChannelAudit(tuple(canaries), tuple(probes))))
+        return started[-1]
+
     try:
         if site_workers is None:
-            site_workers = {}
-            for site in catalogue:
-                started.append(WorkerProcess(private_network=private_network))
-                site_workers[site] = started[-1]
+            site_workers = {site: start(None if roots is None else roots[site]) for site in catalogue}
         if aggregator is None:
-            started.append(WorkerProcess(private_network=private_network))
-            aggregator = started[-1]
-        return SiteContext(site_workers, aggregator, catalogue, default_num_clients)
+            aggregator = start()
+        return SiteContext(site_workers, aggregator, catalogue, default_num_clients,
+                           client_path=None if roots is None else client_file)
     except BaseException:
         for worker in started:
             worker.stop()

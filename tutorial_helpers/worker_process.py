@@ -92,19 +92,30 @@ def _close_channel(channel: grpc.Channel) -> None:
 
 @dataclasses.dataclass
 class ChannelAudit:
-    """Every gRPC message between the controller and one worker: bytes each way, and canaries.
+    """Every gRPC message between the controller and one worker: bytes each way, and what it carries.
 
-    `canaries` are byte strings that mark a site's data (`sites.write_site`);
-    each message is searched for each of them, in both directions, and a hit
-    is recorded in `found` as (direction, method, canary). `bytes_sent` and
-    `bytes_received` are the serialized sizes of the requests and answers.
+    Each message is searched, in both directions, for each of `canaries`
+    (byte strings that mark a site's records, `sites.write_site`) and each of
+    `probes` (short runs of a site's raw example bytes, `sites.example_probes`,
+    which find examples shipped without their canary, as preprocessed tensors
+    for instance). A hit is recorded in `found` as (direction, method, mark).
+    `bytes_sent` and `bytes_received` are the serialized sizes of the
+    requests and answers, `calls` the number of requests.
     """
 
     canaries: tuple[bytes, ...] = ()
+    probes: tuple[bytes, ...] = ()
     bytes_sent: int = 0
     bytes_received: int = 0
     calls: int = 0
     found: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        marks = (*self.canaries, *self.probes)
+        if any(len(mark) < 8 for mark in marks):
+            raise ValueError("Every canary and probe must be at least 8 bytes long: a shorter one would be "
+                             "found by chance in the model's own numbers.")
+        self._canaries = frozenset(self.canaries)
 
     def record(self, direction: str, method: str, message) -> None:
         data = message.SerializeToString()
@@ -113,7 +124,17 @@ class ChannelAudit:
             self.bytes_sent += len(data)
         else:
             self.bytes_received += len(data)
-        self.found += [(direction, method, canary) for canary in self.canaries if canary in data]
+        self.found += [(direction, method, mark) for mark in (*self.canaries, *self.probes) if mark in data]
+
+    @property
+    def canary_hits(self) -> int:
+        """Messages (counted once per canary found in them) that carried a canary."""
+        return sum(1 for _, _, mark in self.found if mark in self._canaries)
+
+    @property
+    def example_hits(self) -> int:
+        """Messages (counted once per probe found in them) that carried raw example bytes."""
+        return len(self.found) - self.canary_hits
 
 
 class _CountingStub:
