@@ -261,6 +261,9 @@ def test_a_crashed_worker_program_is_reported_by_the_signal_that_killed_it():
     (["--parent=1"], "--parent=PID and a command"),
     (["--parent=1", "--socket=/tmp/x", "--", "true"], "--socket and --port go together"),
     (["--parent=1", "--socket=/tmp/x", "--port=70000", "--", "true"], "--port must be within 1..65535"),
+    (["--parent=1", "--user=1000:1000", "--", "true"], "--user needs --socket"),
+    (["--parent=1", "--socket=/tmp/x", "--port=80", "--user=kit", "--", "true"], "--user must be UID:GID"),
+    (["--parent=1", "--socket=/tmp/x", "--port=80", "--user=0:0", "--", "true"], "--user must be UID:GID"),
 ])
 def test_the_launcher_rejects_bad_arguments_by_name(args, message):
     import subprocess
@@ -269,6 +272,15 @@ def test_the_launcher_rejects_bad_arguments_by_name(args, message):
     result = subprocess.run([sys.executable, "-m", "tutorial_helpers.runtime.launcher", *args],
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_the_launcher_runs_a_command_as_another_user_only_for_root(monkeypatch, capsys):
+    from tutorial_helpers.runtime import launcher
+
+    monkeypatch.setattr(launcher.os, "geteuid", lambda: 1000)  # An ordinary user.
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.main(["--parent=1", "--socket=/tmp/x", "--port=80", "--user=65534:65534", "--", "true"])
+    assert exit_info.value.code == 2 and "--user needs root" in capsys.readouterr().err
 
 
 def test_private_network_true_refuses_where_none_can_be_made_and_starts_nothing(monkeypatch):

@@ -12,6 +12,7 @@ import pytest
 from tutorial_helpers.workshop import project_links
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = len(list((ROOT / "notebooks").glob("*.ipynb")))
 
 
 def test_every_button_badge_and_clone_command_agrees_with_pyproject():
@@ -55,7 +56,7 @@ def test_changing_the_address_in_pyproject_rewrites_every_copy(tmp_path):
         .replace("https://tff-kit.github.io/loading-remote-data/", "https://uni-x.github.io/fl-kit/")
     )
     before = project_links.sync(root, check=True)
-    assert len(before) == 7 * 2 + 3  # Button rows and setup cells of 7 notebooks; 3 README lines.
+    assert len(before) == NOTEBOOKS * 2 + 3  # Each notebook's button row and setup cell; 3 README lines.
     project_links.sync(root)
     assert project_links.sync(root, check=True) == []
     readme = (root / "README.md").read_text()
@@ -89,7 +90,7 @@ def test_a_release_branch_pins_what_colab_clones(tmp_path, monkeypatch):
     root = _copy(tmp_path)
     monkeypatch.setattr(project_links, "BRANCH", "v1.0")
     changed = project_links.sync(root, check=True)
-    assert sum("first cell" in item for item in changed) == 7, changed
+    assert sum("first cell" in item for item in changed) == NOTEBOOKS, changed
     project_links.sync(root)
     notebook = json.loads((root / "notebooks/02_data_backend.ipynb").read_text())
     first = next("".join(c["source"]) for c in notebook["cells"] if "KIT_REF" in "".join(c["source"]))

@@ -332,3 +332,100 @@ def test_sampling_a_round_draws_from_every_site_and_repeats_with_its_seed():
     assert abs(shares["h"] - 0.6) < 0.05 and abs(shares["c"] - 0.3) < 0.05 and abs(shares["p"] - 0.1) < 0.03
     with pytest.raises(ValueError, match="between 1 and the 100 clients"):
         sample_clients(catalogue, 101)
+
+
+SITE_USERS = {"hospital": "kit-site-hospital", "clinic": "kit-site-clinic", "practice": "kit-site-practice"}
+
+
+@pytest.fixture(scope="module")
+def site_users():
+    """A user account per site (root only), removed afterwards if the test made it."""
+    import pwd
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run each site's worker as a user of its own; as an ordinary user the "
+                    "sites run as that user (notebook 07 says what that does not keep apart)")
+    for tool in ("useradd", "setpriv", "pkill"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool} to make and use the sites' users")
+    made = []
+    for name in SITE_USERS.values():
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                           check=True, capture_output=True, timeout=60)
+            made.append(name)
+    try:
+        yield SITE_USERS
+    finally:
+        for name in SITE_USERS.values():
+            subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        for name in made:
+            subprocess.run(["userdel", name], check=False, capture_output=True, timeout=60)
+
+
+def test_sites_as_users_of_their_own_read_only_their_own_data(emnist, setting, site_users, tmp_path):
+    """Each site's root belongs to its user (0700), and its worker runs as that user.
+
+    Training works; a site's worker cannot read another site's files; and neither can another
+    user, nor root without the capabilities that override file permissions (a controller that is
+    not allowed everything).
+    """
+    import subprocess
+
+    import psutil
+
+    train_data, _ = emnist
+    ids, catalogue, _ = setting
+    tmp_path.chmod(0o755)  # The sites' users must reach their roots (each root itself stays 0700).
+    roots = {site: tmp_path / site for site in catalogue}
+    for site, clients in catalogue.items():
+        write_site(train_data, clients, roots[site], canary=f"canary of {site}".encode(), owner=site_users[site])
+    site_process = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg())
+    with create_site_context(roots=roots, users=site_users) as ctx:
+        for site, worker in ctx.sites.items():
+            workers = psutil.Process(worker.pid).children(recursive=True)
+            assert [p.username() for p in workers] == [site_users[site]], site
+            assert workers[0].cwd() == str(roots[site])
+        result = site_process.next(site_process.initialize(), ids)
+        assert result.metrics["client_work"]["train"]["num_examples"] > 0
+
+        @tff.tensorflow.computation(np.str_)
+        def read_file(path):
+            return tf.io.read_file(path)
+
+        own = f"clients/{catalogue['clinic'][0]}.tfrecord"
+        assert b"canary of clinic" in ctx.run_at_site("clinic", read_file, own)
+        other = f"../hospital/clients/{catalogue['hospital'][0]}.tfrecord"
+        with pytest.raises(Exception, match="Permission denied"):
+            ctx.run_at_site("clinic", read_file, other)
+
+    a_file = roots["hospital"] / "clients" / f"{catalogue['hospital'][0]}.tfrecord"
+    assert oct(roots["hospital"].stat().st_mode & 0o777) == "0o700" and a_file.stat().st_uid != 0
+    nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat", str(a_file)],
+                            capture_output=True, text=True, check=False)
+    assert nobody.returncode != 0 and "Permission denied" in nobody.stderr
+    root_without_override = subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", "cat", str(a_file)],
+        capture_output=True, text=True, check=False)
+    assert root_without_override.returncode != 0 and "Permission denied" in root_without_override.stderr
+    assert not worker_pids() & {w.pid for w in ctx.workers}
+
+
+def test_a_site_user_is_refused_clearly_where_it_cannot_be_used():
+    from tutorial_helpers.worker_process import WorkerProcess as Worker
+
+    if os.geteuid() != 0:
+        with pytest.raises(PermissionError, match="only root can start a worker as another user"):
+            Worker(user="nobody")
+        return
+    with pytest.raises(LookupError, match="no such user on this machine"):
+        Worker(user="kit-no-such-site-user")
+    with pytest.raises(ValueError, match="is root"):
+        Worker(user="root")
+    with pytest.raises(ValueError, match="needs a contained worker"):
+        Worker(user="nobody", private_network=False)

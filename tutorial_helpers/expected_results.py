@@ -148,8 +148,12 @@ def check_evaluation(evaluation: Mapping[str, float]) -> None:
 
 
 def check_workers_agree(one_worker: Sequence[Mapping], two_workers: Sequence[Mapping],
-                        one_worker_weights: Sequence, two_worker_weights: Sequence) -> None:
+                        one_worker_weights: Sequence, two_worker_weights: Sequence,
+                        what: str = "one and two workers") -> None:
     """Checks that training on one and on two workers agree as far as they should.
+
+    `what` names the two runs in the messages (notebook 07 compares one
+    worker with the sites).
 
     After round 1 the models may differ only by float32 rounding (1e-7 here;
     1e-5 is allowed); after that the original tutorial's settings amplify it, so accuracy
@@ -168,6 +172,6 @@ def check_workers_agree(one_worker: Sequence[Mapping], two_workers: Sequence[Map
         if gap > ACCURACY_TOLERANCE:
             problems.append(f"round {round_num}: accuracies differ by {gap:.4f} > {ACCURACY_TOLERANCE}")
     if problems:
-        raise AssertionError("One and two workers disagree:\n  " + "\n  ".join(problems))
-    print(f"one and two workers agree: to rounding error after round 1, within "
+        raise AssertionError(f"{what[0].upper()}{what[1:]} disagree:\n  " + "\n  ".join(problems))
+    print(f"{what} agree: to rounding error after round 1, within "
           f"{ACCURACY_TOLERANCE} in accuracy in every round")

@@ -1,8 +1,8 @@
 """Sites: each round's clients go to the worker of the site that holds them.
 
-The first part of "data that never leaves its site" (not yet taught in a
-notebook). A site is a TFF worker that holds some clients' data; the
-controller knows only a catalogue, which clients each site holds. TFF's own
+What notebook 07 ("data that stays at its site") teaches. A site is a TFF
+worker that holds some clients' data; the controller knows only a catalogue,
+which clients each site holds. TFF's own
 `MergeableCompExecutionContext` cuts a round's clients into contiguous slices
 of equal size, one per worker, so a client reaches the worker that holds it
 only by chance, and it merges partial aggregates on whichever worker finished
@@ -27,6 +27,16 @@ as working directory (`WorkerProcess(cwd=root)`), and
 path, so each worker opens only its own site's files and the controller sends
 only ids. Compose it with a learning process with TFF's
 `tff.simulation.compose_dataset_computation_with_learning_process`.
+
+Where the kit runs as root, `write_site(owner=...)` gives a site's root to a
+user account of its own and `create_site_context(users=...)` runs the site's
+worker as that user: then no other site, and no process without root's power
+to override file permissions, can read the site's examples. As one ordinary
+user, the sites' files are apart by convention only.
+
+Every worker `create_site_context` starts has a `ChannelAudit`: the bytes of
+every message each way, and hits of the sites' canaries and of raw example
+bytes (`example_probes`) in them.
 """
 
 from __future__ import annotations
@@ -63,14 +73,16 @@ _FEATURES = {"label": tf.io.FixedLenFeature([1], tf.int64), "pixels": tf.io.Fixe
 
 
 def write_site(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str],
-               root: str | os.PathLike, *, canary: bytes) -> dict[str, int]:
+               root: str | os.PathLike, *, canary: bytes, owner: str | None = None) -> dict[str, int]:
     """Writes the raw examples of `client_ids` into a site's `root`; returns each client's count.
 
     One TFRecord file per client, `clients/<id>.tfrecord`, in the order
     `client_data` gives the examples; every record also carries `canary`, the
     site's mark, which the pipeline ignores and an audit of the traffic looks
     for. `catalogue.json` lists the clients and their counts. The root and its
-    folder are made readable by their owner only (mode 0700).
+    folder are made readable by their owner only (mode 0700); with `owner`
+    (root only), the user account that runs the site's worker, everything is
+    then given to that user, so that other users cannot read the examples.
     """
     root = Path(root)
     folder = root / CLIENTS_FOLDER
@@ -91,6 +103,14 @@ def write_site(client_data: tff.simulation.datasets.ClientData, client_ids: Sequ
                 count += 1
         counts[client_id] = count
     (root / CATALOGUE).write_text(json.dumps({"clients": counts}, indent=1) + "\n")
+    if owner is not None:
+        import pwd
+
+        account = pwd.getpwnam(owner)
+        for path in (root, folder, root / CATALOGUE, *folder.iterdir()):
+            os.chown(path, account.pw_uid, account.pw_gid)
+        for path in (root / CATALOGUE, *folder.iterdir()):
+            path.chmod(0o600)
     return counts
 
 
@@ -339,6 +359,7 @@ def create_site_context(
     roots: Mapping[str, str | os.PathLike] | None = None,
     site_workers: Mapping[str, Worker] | None = None,
     aggregator: Worker | None = None,
+    users: Mapping[str, str] | None = None,
     canaries: Sequence[bytes] = (),
     probes: Sequence[bytes] = (),
     default_num_clients: int = 0,
@@ -354,6 +375,9 @@ def create_site_context(
         files of its clients relative to it.
       site_workers: a worker for each site, instead of starting them here
         (for the sites of `catalogue`, or of `roots`).
+      users: for each site, the user account its worker runs as (root only;
+        `write_site(owner=...)` gives the site's root to that user): then
+        neither other sites nor other users can read a site's examples.
       aggregator: the worker that merges the sites' partial aggregates and
         runs computations without client arguments; by default a new one.
       canaries, probes: what the `ChannelAudit` of each worker started here
@@ -380,14 +404,17 @@ def create_site_context(
         raise ValueError("create_site_context needs a catalogue, or the sites' roots to read theirs from.")
     started: list[WorkerProcess] = []
 
-    def start(cwd=None) -> WorkerProcess:
-        started.append(WorkerProcess(private_network=private_network, cwd=cwd,
+    def start(cwd=None, user=None) -> WorkerProcess:
+        started.append(WorkerProcess(private_network=private_network, cwd=cwd, user=user,
                                      audit=ChannelAudit(tuple(canaries), tuple(probes))))
         return started[-1]
 
+    users = dict(users or {})
+    if set(users) - set(catalogue):
+        raise ValueError(f"users names sites that are not in the catalogue: {sorted(set(users) - set(catalogue))}.")
     try:
         if site_workers is None:
-            site_workers = {site: start(None if roots is None else roots[site]) for site in catalogue}
+            site_workers = {site: start(None if roots is None else roots[site], users.get(site)) for site in catalogue}
         if aggregator is None:
             aggregator = start()
         return SiteContext(site_workers, aggregator, catalogue, default_num_clients,

@@ -186,6 +186,25 @@ class Worker(Protocol):
         """Stops the worker if the kit started it; disconnects from it either way."""
 
 
+def _credentials(user: str, private_network: bool | None) -> tuple[int, int]:
+    """(uid, gid) of the account `user`, checked to be usable for a worker."""
+    import pwd
+
+    if os.geteuid() != 0:
+        raise PermissionError(f"user={user!r}: only root can start a worker as another user. "
+                              "Leave user=None to run it as yourself.")
+    if private_network is False:
+        raise ValueError(f"user={user!r} needs a contained worker: pass private_network=None or True.")
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        raise LookupError(f"user={user!r}: no such user on this machine. Create it first "
+                          f"(useradd --system {user}).") from None
+    if account.pw_uid == 0:
+        raise ValueError(f"user={user!r} is root: a site's worker must run as a user of its own.")
+    return account.pw_uid, account.pw_gid
+
+
 class WorkerProcess(ManagedProcess):
     """One running `worker_binary`, reachable through `stub`.
 
@@ -207,12 +226,19 @@ class WorkerProcess(ManagedProcess):
         `tutorial_helpers.sites`); by default this process's.
       audit: a `ChannelAudit` that records every message to and from the
         worker (its bytes, and the canaries it holds); by default none.
+      user: the name of a user account to run the worker as (a site's own
+        user, owner of its data root `cwd`); root only, and the worker must
+        be contained. By default the worker runs as this process's user.
     """
 
     def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0,
                  private_network: bool | None = None, cwd: str | os.PathLike | None = None,
-                 audit: ChannelAudit | None = None):
+                 audit: ChannelAudit | None = None, user: str | None = None):
+        credentials = None if user is None else _credentials(user, private_network)
         possible, reason = private_network_status() if private_network is not False else (False, "")
+        if credentials is not None and not possible:
+            raise RuntimeError(f"user={user!r} needs a private network for the worker, which this system does "
+                               f"not allow: {reason}. Run the sites as this process's user (user=None).")
         if private_network and not possible:
             raise RuntimeError(
                 f"private_network=True, but this system does not allow a private network "
@@ -232,7 +258,8 @@ class WorkerProcess(ManagedProcess):
             f"--max_concurrent_computation_calls={max_concurrent_computation_calls}",
         ]
         super().__init__(args, description="TFF worker", private_network=possible,
-                         inner_port=self.port, cwd=cwd)
+                         inner_port=self.port, cwd=cwd, user=credentials)
+        self.user = user
         self.address = f"unix:{self.socket_path}" if possible else f"127.0.0.1:{self.port}"
         try:
             self._wait_until_ready(startup_timeout)

@@ -12,6 +12,12 @@ This small program, using only the standard library:
    loopback interface, starts COMMAND there, and relays connections from a
    Unix socket on the shared file system (in a directory only the user can
    open) to ``127.0.0.1:PORT`` inside the namespace.
+3. with ``--user=UID:GID`` as well (root only), runs COMMAND as that user: in a
+   new network namespace (no user namespace, which would map root only), with
+   no supplementary groups. The launcher opens COMMAND's file first and runs
+   it from that open file, so the user needs no access to the folders it is
+   in; it does need access to its working directory (a site's data root,
+   which that user owns).
 
 TFF's `worker_binary` listens on every interface (``[::]:PORT``) and has no
 flag to change that, nor any authentication. Inside its own namespace, "every
@@ -66,23 +72,29 @@ def _die_with(parent: int, sig: int = signal.SIGTERM) -> None:
         sys.exit(1)
 
 
-def enter_private_network() -> None:
-    """Moves this (single-threaded) process into a new user and network namespace.
+def enter_private_network(user_namespace: bool = True) -> None:
+    """Moves this (single-threaded) process into a new network namespace.
 
-    The user keeps its identity (its uid and gid map to themselves), and the
-    namespace's loopback interface is brought up; there is no other interface.
-    Raises OSError with the reason when the system does not allow it.
+    With `user_namespace` (what an ordinary user needs), into a new user
+    namespace too, where the user keeps its identity (its uid and gid map to
+    themselves); without (root only), the process keeps its credentials, so
+    that it can start its command as another user. The namespace's loopback
+    interface is brought up; there is no other interface. Raises OSError with
+    the reason when the system does not allow it.
     """
     uid, gid = os.getuid(), os.getgid()
-    if _libc().unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+    flags, names = (_CLONE_NEWUSER | _CLONE_NEWNET, "CLONE_NEWUSER | CLONE_NEWNET") if user_namespace else (
+        _CLONE_NEWNET, "CLONE_NEWNET")
+    if _libc().unshare(flags) != 0:
         errno = ctypes.get_errno()
-        raise OSError(errno, f"unshare(CLONE_NEWUSER | CLONE_NEWNET): {os.strerror(errno)}")
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{uid} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{gid} {gid} 1")
+        raise OSError(errno, f"unshare({names}): {os.strerror(errno)}")
+    if user_namespace:
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+        with open("/proc/self/uid_map", "w") as f:
+            f.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as f:
+            f.write(f"{gid} {gid} 1")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         request = struct.pack("16sh14x", b"lo", 0)
         flags = struct.unpack("16sh14x", fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
@@ -149,18 +161,36 @@ async def _relay(socket_path: str, port: int, child: subprocess.Popen) -> int | 
     return child.poll()
 
 
-def _run_contained(command: list[str], socket_path: str, port: int, parent: int) -> int:
-    enter_private_network()
+def _become(uid: int, gid: int) -> None:
+    """In the child, before exec: drops every group and becomes uid:gid."""
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
+                   user: tuple[int, int] | None = None) -> int:
+    enter_private_network(user_namespace=user is None)
     _die_with(parent)  # Again: a change of credentials may clear the request.
     launcher = os.getpid()
     _libc()  # Loaded here, not in the child between fork and exec.
-    child = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL,
-        # Only the launcher can reach the child's network, so it goes with it. The
-        # check after the request closes the race with a launcher that dies between
-        # fork and request: the child then never starts COMMAND.
-        preexec_fn=lambda: _die_with(launcher, signal.SIGKILL),
-    )
+    pass_fds = ()
+    if user is not None:  # Run the program from a file opened here (see the module's docstring).
+        program = os.open(command[0], os.O_RDONLY)
+        pass_fds, command = (program,), [f"/proc/self/fd/{program}", *command[1:]]
+
+    def prepare():
+        if user is not None:
+            _become(*user)
+        # Only the launcher can reach the child's network, so it goes with it. Asked
+        # after any change of credentials, which clears it; the check after the
+        # request closes the race with a launcher that dies between fork and
+        # request: the child then never starts COMMAND.
+        _die_with(launcher, signal.SIGKILL)
+
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=pass_fds, preexec_fn=prepare)
+    for fd in pass_fds:
+        os.close(fd)
     try:
         _wait_for_port(port, child, timeout=60)
         code = asyncio.run(_relay(socket_path, port, child))
@@ -196,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, help="pid whose death stops COMMAND")
     parser.add_argument("--socket", help="Unix socket to relay to the contained COMMAND's port")
     parser.add_argument("--port", type=int, help="port COMMAND listens on inside its namespace")
+    parser.add_argument("--user", help="UID:GID to run the contained COMMAND as (root only)")
     parser.add_argument("--probe", action="store_true",
                         help="only check that a private network namespace can be made here")
     parser.add_argument("command", nargs="*", help="the command, after --")
@@ -213,10 +244,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--socket and --port go together")
     if args.port is not None and not 0 < args.port < 65536:
         parser.error(f"--port must be within 1..65535, got {args.port}")
+    user = None
+    if args.user is not None:
+        if args.socket is None:
+            parser.error("--user needs --socket: only a contained command runs as another user")
+        parts = args.user.split(":")
+        if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+            parser.error(f"--user must be UID:GID, two positive numbers, got {args.user!r}")
+        user = (int(parts[0]), int(parts[1]))
+        if os.geteuid() != 0:
+            parser.error("--user needs root: only root can start a process as another user")
     _die_with(args.parent)
     if args.socket is None:
         os.execvp(args.command[0], args.command)
-    return _run_contained(args.command, args.socket, args.port, args.parent)
+    return _run_contained(args.command, args.socket, args.port, args.parent, user)
 
 
 if __name__ == "__main__":

@@ -208,12 +208,17 @@ class ManagedProcess:
       inner_port: the port the contained child listens on.
       cwd: the child's working directory (a site's data root: relative paths
         in what it runs resolve there); by default this process's.
+      user: (uid, gid) to run a contained child as (root only; see the
+        launcher); by default this process's user.
     """
 
     socket_path: str | None = None
 
     def __init__(self, args: list[str], description: str, *, private_network: bool = False,
-                 inner_port: int | None = None, cwd: str | os.PathLike | None = None):
+                 inner_port: int | None = None, cwd: str | os.PathLike | None = None,
+                 user: tuple[int, int] | None = None):
+        if user is not None and not private_network:
+            raise ValueError("Only a child in a private network can run as another user (user=...).")
         self.description = description
         if not sys.platform.startswith("linux"):
             _warn_no_parent_death_signal()
@@ -225,6 +230,8 @@ class ManagedProcess:
             socket_dir = tempfile.mkdtemp(prefix=f"{_SOCKET_DIR_PREFIX}{os.getpid()}-")
             self.socket_path = os.path.join(socket_dir, "socket")
             command += [f"--socket={self.socket_path}", f"--port={inner_port}"]
+            if user is not None:
+                command.append(f"--user={user[0]}:{user[1]}")
         self._log = tempfile.NamedTemporaryFile(  # closed by _stop
             mode="w+b", prefix=description.replace(" ", "_") + "_", suffix=".log"
         )
