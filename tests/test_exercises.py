@@ -475,6 +475,26 @@ def test_group_by_site_passes_the_solution_and_refuses_each_wrong_answer():
             start += len(share)
         return groups
 
+    def sorts_the_catalogue(catalogue, clients):  # Right groups, but the notebook's catalogue is changed.
+        for held in catalogue.values():
+            held.sort(reverse=True)
+        return solution(catalogue, clients)
+
+    def names_the_whole_round(catalogue, clients):
+        known = {c for held in catalogue.values() for c in held}
+        if any(c not in known for c in clients):
+            raise LookupError(f"unknown client in {clients}")
+        return solution(catalogue, clients)
+
+    def by_id_range(catalogue, clients):  # A client belongs to the site whose first and last ids enclose it.
+        groups = {}
+        for client in clients:
+            site = next((s for s, held in catalogue.items() if min(held) <= client <= max(held)), None)
+            if site is None:
+                raise LookupError(f"Client {client!r} is in no site's catalogue.")
+            groups.setdefault(site, []).append(client)
+        return groups
+
     def value_error(catalogue, clients):
         try:
             return solution(catalogue, clients)
@@ -487,7 +507,10 @@ def test_group_by_site_passes_the_solution_and_refuses_each_wrong_answer():
         deduplicated: "each client of the round goes to its site, once",
         drops_strangers: "instead of raising LookupError",
         first_site_for_strangers: "instead of raising LookupError",
-        anonymous_error: "name the client ('f9999_99')",
+        anonymous_error: "name that client ('f9999_99'), and only it",
+        sorts_the_catalogue: "It changed the catalogue it was given",
+        names_the_whole_round: "name that client ('f9999_99'), and only it",
+        by_id_range: "instead of raising LookupError",
         by_position: "which does not hold it",
         value_error: "raise LookupError (KeyError is one)",
         lambda catalogue, clients: list(clients): "return a dict",
@@ -498,3 +521,6 @@ def test_group_by_site_passes_the_solution_and_refuses_each_wrong_answer():
 
     with pytest.raises(ValueError, match="at least two sites holding two clients"):
         exercises.check_group_by_site(solution, {"only": ["a", "b"]})
+    before = {site: list(ids) for site, ids in CATALOGUE.items()}
+    exercises.check_group_by_site(sorts_the_catalogue, CATALOGUE)
+    assert CATALOGUE == before  # The caller's catalogue is never the one the answer gets.

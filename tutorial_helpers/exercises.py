@@ -10,6 +10,7 @@ notebooks/solutions/ so that it is not the first thing a learner sees.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 from collections.abc import Mapping
 
@@ -591,25 +592,36 @@ def check_group_by_site(group_by_site, catalogue: Mapping[str, list[str]]) -> Ch
                                               catalogue[sites[1]][0]]),
         ("a round in the catalogue's order, reversed", [c for s in reversed(sites) for c in catalogue[s][:2]]),
     ]
+    given = copy.deepcopy(dict(catalogue))  # The learner's function gets a copy; the notebook's stays as it is.
     try:
-        problems = [p for case, clients in rounds if (p := _grouping_problem(group_by_site, catalogue, clients, case))]
+        problems = [p for case, clients in rounds if (p := _grouping_problem(group_by_site, given, clients, case))]
     except NotImplementedError:
         return _not_yet("group_by_site still raises NotImplementedError.", "07_group_by_site.py")
-    stranger = "f9999_99"
-    round_with_stranger = [catalogue[sites[0]][0], stranger]
-    try:
-        got = group_by_site(catalogue, round_with_stranger)
-    except LookupError as e:
-        if stranger not in str(e):
+    if given != dict(catalogue):
+        problems.append("It changed the catalogue it was given (sorted, or added or removed clients): read it, "
+                        "do not modify it; the context and the sampling use it too.")
+        given = copy.deepcopy(dict(catalogue))
+    known = catalogue[sites[0]][0]
+    # Strangers: one after every id, one that sorts among a site's own ids, one alone in its round.
+    for stranger, round_with_stranger in [("f9999_99", [known, "f9999_99"]),
+                                          (catalogue[sites[1]][0] + "x", [catalogue[sites[1]][0] + "x", known]),
+                                          ("f0000_00", ["f0000_00"])]:
+        try:
+            got = group_by_site(given, round_with_stranger)
+        except LookupError as e:
+            if stranger not in str(e) or known in str(e):
+                problems.append(f"For a round with a client no site holds it raised {type(e).__name__}: {e}; "
+                                f"name that client ({stranger!r}), and only it, in the message, so that the "
+                                "person who sees it knows which one.")
+                break
+        except Exception as e:  # the learner's code may raise anything
             problems.append(f"For a round with a client no site holds it raised {type(e).__name__}: {e}; "
-                            f"name the client ({stranger!r}) in the message, so that the person who "
-                            "sees it knows which one.")
-    except Exception as e:  # the learner's code may raise anything
-        problems.append(f"For a round with a client no site holds it raised {type(e).__name__}: {e}; "
-                        f"raise LookupError (KeyError is one) naming the client.")
-    else:
-        problems.append(f"For a round with a client no site holds ({stranger!r}) it returned {got!r} "
-                        "instead of raising LookupError: the round would quietly train fewer clients "
-                        "than asked, or send the client to a site that cannot load it.")
+                            f"raise LookupError (KeyError is one) naming the client.")
+            break
+        else:
+            problems.append(f"For a round with a client no site holds ({stranger!r}) it returned {got!r} "
+                            "instead of raising LookupError: the round would quietly train fewer clients "
+                            "than asked, or send the client to a site that cannot load it.")
+            break
     return _verdict(problems, f"Each client goes to its site, in the round's order, over "
                               f"{len(rounds)} rounds; a client no site holds is refused by name.")
