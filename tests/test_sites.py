@@ -429,3 +429,71 @@ def test_a_site_user_is_refused_clearly_where_it_cannot_be_used():
         Worker(user="root")
     with pytest.raises(ValueError, match="needs a contained worker"):
         Worker(user="nobody", private_network=False)
+
+
+def test_a_round_goes_on_without_a_site_that_leaves_and_uses_it_again_when_it_comes_back(setting, site_roots):
+    """min_sites=2: the clinic's worker is killed mid-round; the round completes with the other sites.
+
+    Its result is exactly that of a round without the clinic's clients; the next round drops the clinic
+    again at once; a new worker for the clinic (`replace_site`) takes part in the round after.
+    """
+    ids, catalogue, _ = setting
+    site_process = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg())
+
+    class KillOnCompute(ChannelAudit):
+        armed = False
+
+        def record(self, direction, method, message):
+            super().record(direction, method, message)
+            if self.armed and direction == "sent" and method == "compute":
+                self.armed = False
+                os.kill(workers["clinic"].pid, signal.SIGKILL)
+
+    audit = KillOnCompute()
+    workers = {site: WorkerProcess(cwd=root, audit=audit if site == "clinic" else None)
+               for site, root in site_roots.items()}
+    with create_site_context(catalogue, site_workers=workers, min_sites=2) as ctx:
+        state = site_process.initialize()
+        audit.armed = True
+        survived = site_process.next(state, ids)
+        assert not audit.armed
+        assert list(ctx.last_round.dropped) == ["clinic"] and ctx.last_round.sites == list(catalogue)
+        clients, reason = ctx.last_round.dropped["clinic"]
+        assert clients == catalogue["clinic"] and "killed by SIGKILL" in reason
+        assert ctx.last_round.dropped_clients == catalogue["clinic"]
+
+        again = site_process.next(survived.state, ids)  # The clinic is still gone: dropped at once.
+        assert list(ctx.last_round.dropped) == ["clinic"] and "is not running" in ctx.last_round.dropped["clinic"][1]
+
+        ctx.replace_site("clinic", WorkerProcess(cwd=site_roots["clinic"]))
+        back = site_process.next(again.state, ids)
+        assert ctx.last_round.dropped == {} and ctx.last_round.sites == list(catalogue)
+        pids = [w.pid for w in ctx.workers] + [workers["clinic"].pid]
+
+    # The same round, without the clinic's clients, on sites that all answer: the same bits.
+    others = [client for client in ids if client not in catalogue["clinic"]]
+    with create_site_context(catalogue, roots=site_roots):
+        without = site_process.next(state, others)
+    assert survived.metrics == without.metrics
+    for a, b in zip(tff.structure.flatten(survived.state), tff.structure.flatten(without.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    examples = back.metrics["client_work"]["train"]["num_examples"]
+    assert survived.metrics["client_work"]["train"]["num_examples"] < examples
+    assert not worker_pids() & set(pids)
+
+
+def test_below_min_sites_the_round_fails_naming_every_site_that_did_not_answer(setting, site_roots):
+    ids, catalogue, _ = setting
+    site_process = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg())
+    with pytest.raises(ValueError, match="min_sites must be between 1 and the 3 sites"):
+        create_site_context(catalogue, roots=site_roots, min_sites=4)
+    with create_site_context(catalogue, roots=site_roots, min_sites=2) as ctx:
+        state = site_process.initialize()
+        for site in ("clinic", "practice"):
+            ctx.sites[site].stop()
+        with pytest.raises(RuntimeError, match=r"(?s)Only 1 of the round's 3 sites answered, fewer than "
+                                               r"min_sites=2: Site 'clinic' .*Site 'practice' "):
+            site_process.next(state, ids)
+        assert set(ctx.last_round.dropped) == {"clinic", "practice"}

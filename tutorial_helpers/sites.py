@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -57,7 +58,7 @@ from tutorial_helpers.runtime.contexts import CONTEXT_ARGS, ClosableContext, exe
 from tutorial_helpers.runtime.tff_private import AsyncThreadRunner
 from tutorial_helpers.worker_process import ChannelAudit, Worker, WorkerProcess
 
-__all__ = ["SiteContext", "client_file", "create_site_context", "example_probes", "read_catalogue", "sample_clients",
+__all__ = ["RoundReport", "SiteContext", "client_file", "create_site_context", "example_probes", "read_catalogue", "sample_clients",
            "site_dataset_computation", "write_site"]
 
 CLIENTS_FOLDER = "clients"  # In a site's root; a client's file is clients/<id>.tfrecord.
@@ -168,6 +169,10 @@ def site_dataset_computation(
     return dataset_for
 
 
+def _client_id(client) -> str:
+    return client.decode() if isinstance(client, bytes) else str(client)
+
+
 def _is_client_values(type_spec: tff.Type) -> bool:
     """One value per client: CLIENTS-placed and not all equal."""
     return (isinstance(type_spec, tff.FederatedType) and type_spec.placement is tff.CLIENTS
@@ -226,13 +231,34 @@ def sample_clients(catalogue: Mapping[str, Sequence[str]], num_clients: int, see
     return random.Random(seed).sample(everyone, num_clients)
 
 
+@dataclasses.dataclass
+class RoundReport:
+    """What the last computation with client arguments did: which sites took part, which were dropped.
+
+    `dropped` maps each site that failed its part to (its clients in that
+    round, the reason); those clients' updates and metrics are not in the
+    result. Empty when every site answered.
+    """
+
+    sites: list[str]
+    dropped: dict[str, tuple[list[str], str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def dropped_clients(self) -> list[str]:
+        return [client for clients, _ in self.dropped.values() for client in clients]
+
+
 class _SiteRouting(tff.framework.SyncContext):
     """The routing itself; `SiteContext` adds closing and interrupts (`ClosableContext`)."""
 
     def __init__(self, sites: Mapping[str, Worker], aggregator: Worker, catalogue: Mapping[str, Sequence[str]],
-                 default_num_clients: int, client_path: Callable[[str], str] | None = None):
+                 default_num_clients: int, client_path: Callable[[str], str] | None = None,
+                 min_sites: int | None = None):
         if not sites:
             raise ValueError("A SiteContext needs at least one site.")
+        if min_sites is not None and not 1 <= min_sites <= len(sites):
+            raise ValueError(f"min_sites must be between 1 and the {len(sites)} sites, or None (every site of "
+                             f"a round must answer), got {min_sites}.")
         unknown = sorted(set(catalogue) - set(sites))
         if unknown:
             raise ValueError(f"The catalogue names sites without a worker: {unknown}; the sites are {sorted(sites)}.")
@@ -244,10 +270,10 @@ class _SiteRouting(tff.framework.SyncContext):
                                      f"and {site!r}: a client's data is at one site.")
                 self.site_of[client] = site
 
-        def context(worker: Worker) -> tff.framework.AsyncExecutionContext:
-            return tff.framework.AsyncExecutionContext(
-                executor_fn=executor_factory(worker, default_num_clients), **CONTEXT_ARGS)
-
+        self._default_num_clients = default_num_clients
+        context = self._context
+        self.min_sites = min_sites
+        self.last_round: RoundReport | None = None
         self.sites = dict(sites)
         self.catalogue = {site: list(clients) for site, clients in catalogue.items()}
         self.aggregator = aggregator
@@ -256,6 +282,24 @@ class _SiteRouting(tff.framework.SyncContext):
         self._aggregator_context = context(aggregator)
         self._async_runner = AsyncThreadRunner()
         self._forms: dict[int, tuple[Any, Any]] = {}
+
+    def _context(self, worker: Worker) -> tff.framework.AsyncExecutionContext:
+        return tff.framework.AsyncExecutionContext(
+            executor_fn=executor_factory(worker, self._default_num_clients), **CONTEXT_ARGS)
+
+    def replace_site(self, site: str, worker: Worker) -> None:
+        """Gives `site` a new worker (the site came back), used from the next computation on.
+
+        The old worker is stopped if the kit started it, or disconnected.
+        """
+        if site not in self.sites:
+            raise KeyError(f"No site {site!r}; the sites are {sorted(self.sites)}.")
+        old, self.sites[site] = self.sites[site], worker
+        self._site_contexts[site] = self._context(worker)
+        if hasattr(self, "workers"):
+            self.workers = list(dict.fromkeys([*self.sites.values(), self.aggregator]))
+        if old is not worker and old not in self.sites.values() and old is not self.aggregator:
+            old.stop()
 
     def _form(self, comp):
         if id(comp) not in self._forms:  # The computation is kept too, so its id stays its own.
@@ -290,22 +334,48 @@ class _SiteRouting(tff.framework.SyncContext):
                 "computations whose results are placed at the server (as a training round's are).")
         groups = self._groups(clients)
         slices = {site: _take(arg, parameter, positions) for site, positions in groups.items()}
-        partials = await asyncio.gather(*(
-            self._up_to_merge(site, form, slices[site], [clients[i] for i in positions])
-            for site, positions in groups.items()))
-        merged = partials[0]
-        for partial in partials[1:]:
-            merged = await self._aggregator_context.invoke(form.merge, tff.structure.Struct.unnamed(merged, partial))
+        names = {site: [_client_id(clients[i]) for i in positions] for site, positions in groups.items()}
+        tasks = [asyncio.ensure_future(self._up_to_merge(site, form, slices[site], names[site])) for site in groups]
+        if self.min_sites is None:  # Any failure fails the round: report it at once, not after the others.
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    for other in tasks:
+                        other.cancel()
+                    self.last_round = RoundReport(sites=list(groups))
+                    raise task.exception()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        report = RoundReport(sites=list(groups))
+        partials = {}
+        for site, outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):
+                report.dropped[site] = (names[site], str(outcome.__cause__ or outcome))
+            else:
+                partials[site] = outcome
+        self.last_round = report
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        needed = len(groups) if self.min_sites is None else min(self.min_sites, len(groups))
+        if failures and (self.min_sites is None or len(partials) < needed):
+            if self.min_sites is None:
+                raise failures[0]
+            raise RuntimeError(
+                f"Only {len(partials)} of the round's {len(groups)} sites answered, fewer than min_sites="
+                f"{self.min_sites}: " + "; ".join(str(f) for f in failures)) from failures[0]
+        merged = None
+        for partial in partials.values():
+            merged = partial if merged is None else await self._aggregator_context.invoke(
+                form.merge, tff.structure.Struct.unnamed(merged, partial))
         # after_merge takes (original argument, merged result); its result is the same
         # whichever slice of the argument it gets (TFF's own context passes the first).
-        first = slices[next(iter(groups))]
+        first = slices[next(iter(partials))]
         return await self._aggregator_context.invoke(form.after_merge, tff.structure.Struct.unnamed(first, merged))
 
-    async def _up_to_merge(self, site: str, form, arg, clients: list):
+    async def _up_to_merge(self, site: str, form, arg, ids: list[str]):
         try:
             return await self._site_contexts[site].invoke(form.up_to_merge, arg)
         except Exception as e:
-            ids = [c.decode() if isinstance(c, bytes) else c for c in clients]
             where = ("" if self.client_path is None else
                      f" (their data at that site: {', '.join(map(self.client_path, ids))}, relative to its root)")
             raise RuntimeError(f"Site {site!r} ({self.sites[site]}) failed its part of the round, for "
@@ -343,8 +413,9 @@ class SiteContext(ClosableContext, _SiteRouting):
     _created_by = "create_site_context"
 
     def __init__(self, sites: Mapping[str, Worker], aggregator: Worker, catalogue: Mapping[str, Sequence[str]],
-                 default_num_clients: int = 0, client_path: Callable[[str], str] | None = None):
-        _SiteRouting.__init__(self, sites, aggregator, catalogue, default_num_clients, client_path)
+                 default_num_clients: int = 0, client_path: Callable[[str], str] | None = None,
+                 min_sites: int | None = None):
+        _SiteRouting.__init__(self, sites, aggregator, catalogue, default_num_clients, client_path, min_sites)
         self.workers = list(dict.fromkeys([*self.sites.values(), aggregator]))  # Each worker once.
 
     def __repr__(self) -> str:
@@ -362,6 +433,7 @@ def create_site_context(
     users: Mapping[str, str] | None = None,
     canaries: Sequence[bytes] = (),
     probes: Sequence[bytes] = (),
+    min_sites: int | None = None,
     default_num_clients: int = 0,
     private_network: bool | None = None,
 ) -> SiteContext:
@@ -383,6 +455,13 @@ def create_site_context(
       canaries, probes: what the `ChannelAudit` of each worker started here
         looks for in every message (`write_site`'s canaries,
         `example_probes`); every worker started here counts bytes either way.
+      min_sites: None (the default) makes a round fail when any of its sites
+        fails. A number lets a round go on without the sites that failed,
+        as long as at least that many of its sites (or all of them, if it
+        has fewer) answered: the result then leaves out the failed sites'
+        clients, and `last_round` says which were dropped and why. A site
+        whose worker is gone fails again at once in later rounds, until
+        `replace_site` gives it a new one.
       default_num_clients: for computations whose arguments do not tell.
       private_network: for the workers started here, as in
         `remote_data.create_execution_context`.
@@ -418,7 +497,7 @@ def create_site_context(
         if aggregator is None:
             aggregator = start()
         return SiteContext(site_workers, aggregator, catalogue, default_num_clients,
-                           client_path=None if roots is None else client_file)
+                           client_path=None if roots is None else client_file, min_sites=min_sites)
     except BaseException:
         for worker in started:
             worker.stop()
