@@ -238,24 +238,29 @@ def test_the_audit_refuses_marks_short_enough_to_be_found_by_chance():
         ChannelAudit(probes=(b"",))
 
 
+class KillOnCompute(ChannelAudit):
+    """An audit that, once `armed`, kills `victim` when the controller sends it a round's `compute`."""
+
+    armed = False
+    victim = None
+
+    def record(self, direction, method, message):
+        super().record(direction, method, message)
+        if self.armed and direction == "sent" and method == "compute":
+            self.armed = False
+            os.kill(self.victim.pid, signal.SIGKILL)
+
+
 def test_a_site_killed_mid_round_is_an_error_naming_it_and_its_clients(setting, site_roots):
     """The clinic's worker is killed when the controller sends it the round's computation."""
     ids, catalogue, _ = setting
     site_process = tff.simulation.compose_dataset_computation_with_learning_process(
         site_dataset_computation(), model.build_fed_avg())
 
-    class KillOnCompute(ChannelAudit):
-        armed = False
-
-        def record(self, direction, method, message):
-            super().record(direction, method, message)
-            if self.armed and direction == "sent" and method == "compute":
-                self.armed = False
-                os.kill(workers["clinic"].pid, signal.SIGKILL)
-
     audit = KillOnCompute()
     workers = {site: WorkerProcess(cwd=root, audit=audit if site == "clinic" else None)
                for site, root in site_roots.items()}
+    audit.victim = workers["clinic"]
     with create_site_context(catalogue, site_workers=workers) as ctx:
         state = site_process.initialize()
         audit.armed = True
@@ -441,18 +446,10 @@ def test_a_round_goes_on_without_a_site_that_leaves_and_uses_it_again_when_it_co
     site_process = tff.simulation.compose_dataset_computation_with_learning_process(
         site_dataset_computation(), model.build_fed_avg())
 
-    class KillOnCompute(ChannelAudit):
-        armed = False
-
-        def record(self, direction, method, message):
-            super().record(direction, method, message)
-            if self.armed and direction == "sent" and method == "compute":
-                self.armed = False
-                os.kill(workers["clinic"].pid, signal.SIGKILL)
-
     audit = KillOnCompute()
     workers = {site: WorkerProcess(cwd=root, audit=audit if site == "clinic" else None)
                for site, root in site_roots.items()}
+    audit.victim = workers["clinic"]
     with create_site_context(catalogue, site_workers=workers, min_sites=2) as ctx:
         state = site_process.initialize()
         audit.armed = True
