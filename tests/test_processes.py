@@ -4,6 +4,7 @@ import os
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -148,8 +149,36 @@ def test_socket_folders_of_processes_that_are_gone_are_removed_by_the_next_start
     unnamed = tmp_path / "tff-kit-old"  # Made before folders carried a pid.
     for folder in (orphan, alive, unnamed):
         folder.mkdir(mode=0o700)
-    assert processes._remove_orphaned_socket_dirs() == [str(orphan)]
+    assert processes._remove_orphaned_folders() == [str(orphan)]
     assert not orphan.exists() and alive.exists() and unnamed.exists()
+
+
+def test_a_temporary_folder_of_a_killed_process_is_removed_by_the_next_one(tmp_path):
+    """A kernel killed by SIGKILL leaves its sites' folder; the kit's next temporary folder removes it."""
+    import signal
+    import subprocess
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    script = ("import sys, time; from tutorial_helpers.runtime.processes import temporary_folder; "
+              "folder = temporary_folder('sites'); print(folder.name, flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    left = Path(child.stdout.readline().strip())
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    child.stdout.close()
+    assert left.is_dir() and left.name.startswith(f"tff-kit-{child.pid}-sites-")
+    assert (left.stat().st_mode & 0o777) == 0o700
+    script = ("from tutorial_helpers.runtime.processes import temporary_folder; "
+              "folder = temporary_folder('sites'); print(folder.name)")
+    made = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert not left.exists()
+    assert not Path(made.stdout.strip()).exists()  # Removed at that interpreter's exit.
+
+
+def test_a_temporary_folder_refuses_a_purpose_that_is_not_a_word():
+    with pytest.raises(ValueError, match="purpose='../x'"):
+        processes.temporary_folder("../x")
 
 
 def test_children_run_outside_the_parents_process_group():
@@ -264,6 +293,7 @@ def test_a_crashed_worker_program_is_reported_by_the_signal_that_killed_it():
     (["--parent=1", "--user=1000:1000", "--", "true"], "--user needs --socket"),
     (["--parent=1", "--socket=/tmp/x", "--port=80", "--user=kit", "--", "true"], "--user must be UID:GID"),
     (["--parent=1", "--socket=/tmp/x", "--port=80", "--user=0:0", "--", "true"], "--user must be UID:GID"),
+    (["--parent=1", "--netns-only", "--", "true"], "--netns-only needs --socket and root"),
 ])
 def test_the_launcher_rejects_bad_arguments_by_name(args, message):
     import subprocess
@@ -281,6 +311,9 @@ def test_the_launcher_runs_a_command_as_another_user_only_for_root(monkeypatch, 
     with pytest.raises(SystemExit) as exit_info:
         launcher.main(["--parent=1", "--socket=/tmp/x", "--port=80", "--user=65534:65534", "--", "true"])
     assert exit_info.value.code == 2 and "--user needs root" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.main(["--parent=1", "--socket=/tmp/x", "--port=80", "--netns-only", "--", "true"])
+    assert exit_info.value.code == 2 and "--netns-only needs --socket and root" in capsys.readouterr().err
 
 
 def test_private_network_true_refuses_where_none_can_be_made_and_starts_nothing(monkeypatch):
@@ -307,7 +340,7 @@ def test_a_process_that_cannot_start_leaves_no_socket_folder_or_log(tmp_path, mo
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(processes, "_remove_orphaned_socket_dirs", lambda: None)
+    monkeypatch.setattr(processes, "_remove_orphaned_folders", lambda: None)
 
     def no_fork(*args, **kwargs):
         raise OSError(11, "Resource temporarily unavailable (simulated fork failure)")

@@ -421,6 +421,50 @@ def test_sites_as_users_of_their_own_read_only_their_own_data(emnist, setting, s
     assert not worker_pids() & {w.pid for w in ctx.workers}
 
 
+def test_behind_a_gatekeeper_the_site_user_runs_the_worker_and_cannot_touch_the_gatekeepers_files(
+        emnist, setting, site_users, tmp_path):
+    """The gatekeeper runs as root (the site's administrator), in the site's network namespace; the worker
+    as the site's user, in its root. Training works, and the worker's user cannot change the audit log."""
+    import pwd
+    import subprocess
+
+    import psutil
+
+    from tutorial_helpers.gatekeeper import AUDIT_LOG, Gatekeeper, approve
+    from tutorial_helpers.sites import build_site_fed_avg, fed_avg_computations
+
+    train_data, _ = emnist
+    ids, catalogue, _ = setting
+    tmp_path.chmod(0o755)
+    roots = {site: tmp_path / site for site in catalogue}
+    for site, clients in catalogue.items():
+        write_site(train_data, clients, roots[site], canary=f"canary of {site}".encode(), owner=site_users[site])
+    approve(tmp_path / "clinic-gatekeeper", fed_avg_computations())
+    folders = {site: tmp_path / f"{site}-gatekeeper" for site in catalogue}
+    for site, folder in folders.items():
+        if site != "clinic":
+            folder.mkdir(mode=0o700)
+            (folder / "approved.txt").write_bytes((folders["clinic"] / "approved.txt").read_bytes())
+    keepers = {site: Gatekeeper(folder) for site, folder in folders.items()}
+    process = build_site_fed_avg()
+    with create_site_context(roots=roots, users=site_users, gatekeepers=keepers) as ctx:
+        for site, worker in ctx.sites.items():
+            (keeper,) = psutil.Process(worker.pid).children()
+            (binary,) = keeper.children()
+            assert keeper.username() == "root" and binary.username() == site_users[site], site
+            assert binary.cwd() == str(roots[site])
+        result = process.next(process.initialize(), ids)
+        assert result.metrics["client_work"]["train"]["num_examples"] > 0
+    clinic = pwd.getpwnam(site_users["clinic"])
+    log = folders["clinic"] / AUDIT_LOG
+    assert "verdict=forwarded" in log.read_text()
+    tamper = subprocess.run(["setpriv", f"--reuid={clinic.pw_uid}", f"--regid={clinic.pw_gid}", "--clear-groups",
+                             "sh", "-c", f"echo forged >> {log}"], capture_output=True, text=True, check=False)
+    assert tamper.returncode != 0 and "Permission denied" in tamper.stderr
+    assert "forged" not in log.read_text()
+    assert not worker_pids() & {w.pid for w in ctx.workers}
+
+
 def test_a_site_user_is_refused_clearly_where_it_cannot_be_used():
     from tutorial_helpers.worker_process import WorkerProcess as Worker
 

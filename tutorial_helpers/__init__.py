@@ -9,7 +9,8 @@ The folder shows who uses what:
   `backends`, `worker_process` (TFF workers, local or remote),
   `data_service` and `http_backend` (notebook 05), `multi_worker` (06),
   `plotting`, `round_costs`, `expected_results` and `exercises`; `sites`
-  (each client's part of a round at its site's worker; no notebook yet);
+  (each client's part of a round at its site's worker, notebook 07) and
+  `gatekeeper` (what a site lets run on its data);
 * `runtime/`: what runs underneath: `processes` and `launcher` (every child
   process the kit starts, contained and always stopped), `contexts` (closing
   and interrupting the kit's contexts), `tff_private` (the TFF names TFF does

@@ -50,10 +50,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tutorial_helpers import data as kit_data
+from tutorial_helpers import model
+from tutorial_helpers.gatekeeper import Gatekeeper
 from tutorial_helpers.runtime.contexts import CONTEXT_ARGS, ClosableContext, executor_factory
 from tutorial_helpers.runtime.tff_private import AsyncThreadRunner
 from tutorial_helpers.worker_process import ChannelAudit, Worker, WorkerProcess
@@ -167,6 +170,28 @@ def site_dataset_computation(
         return preprocess_fn(tf.data.TFRecordDataset(path).map(parse))
 
     return dataset_for
+
+
+def build_site_fed_avg(client_learning_rate: float = 0.02, server_learning_rate: float = 1.0):
+    """Federated Averaging whose clients are ids, each client's data loaded at its site (notebook 07's)."""
+    return tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg(client_learning_rate, server_learning_rate))
+
+
+def build_site_fed_eval():
+    """Federated evaluation of the tutorial's model over client ids, each loaded at its site."""
+    return tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), tff.learning.algorithms.build_fed_eval(model.model_fn))
+
+
+def fed_avg_computations() -> dict[str, tff.Computation]:
+    """What a site approves to take part in notebook 07's training and evaluation.
+
+    ``python -m tutorial_helpers.gatekeeper approve FOLDER tutorial_helpers.sites:fed_avg_computations``
+    """
+    return {"Federated Averaging round, client SGD 0.02, server SGD 1.0 (sites.build_site_fed_avg)":
+            build_site_fed_avg().next,
+            "federated evaluation (sites.build_site_fed_eval)": build_site_fed_eval().next}
 
 
 def _client_id(client) -> str:
@@ -310,7 +335,7 @@ class _SiteRouting(tff.framework.SyncContext):
         """Positions of the round's clients, by the site that holds them, in the sites' order."""
         by_site: dict[str, list[int]] = {}
         for position, client in enumerate(clients):
-            key = client.decode() if isinstance(client, bytes) else client
+            key = _client_id(client)
             site = self.site_of.get(key)
             if site is None:
                 raise LookupError(
@@ -356,10 +381,8 @@ class _SiteRouting(tff.framework.SyncContext):
                 partials[site] = outcome
         self.last_round = report
         failures = [o for o in outcomes if isinstance(o, BaseException)]
-        needed = len(groups) if self.min_sites is None else min(self.min_sites, len(groups))
-        if failures and (self.min_sites is None or len(partials) < needed):
-            if self.min_sites is None:
-                raise failures[0]
+        # Failures reach here only with min_sites set (without it the round failed above, at once).
+        if failures and len(partials) < min(self.min_sites, len(groups)):
             raise RuntimeError(
                 f"Only {len(partials)} of the round's {len(groups)} sites answered, fewer than min_sites="
                 f"{self.min_sites}: " + "; ".join(str(f) for f in failures)) from failures[0]
@@ -375,11 +398,18 @@ class _SiteRouting(tff.framework.SyncContext):
     async def _up_to_merge(self, site: str, form, arg, ids: list[str]):
         try:
             return await self._site_contexts[site].invoke(form.up_to_merge, arg)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.PERMISSION_DENIED:  # Not a site's gatekeeper saying no.
+                raise self._failed(site, ids, e) from e
+            raise PermissionError(f"{e.details()} (clients {', '.join(map(repr, ids))})") from None
         except Exception as e:
-            where = ("" if self.client_path is None else
-                     f" (their data at that site: {', '.join(map(self.client_path, ids))}, relative to its root)")
-            raise RuntimeError(f"Site {site!r} ({self.sites[site]}) failed its part of the round, for "
-                               f"clients {', '.join(map(repr, ids))}{where}: {type(e).__name__}: {e}") from e
+            raise self._failed(site, ids, e) from e
+
+    def _failed(self, site: str, ids: list[str], e: Exception) -> RuntimeError:
+        where = ("" if self.client_path is None else
+                 f" (their data at that site: {', '.join(map(self.client_path, ids))}, relative to its root)")
+        return RuntimeError(f"Site {site!r} ({self.sites[site]}) failed its part of the round, for "
+                            f"clients {', '.join(map(repr, ids))}{where}: {type(e).__name__}: {e}")
 
     def invoke(self, comp, arg):
         return self._async_runner.run_coro_and_return_result(self._route(comp, arg))
@@ -402,9 +432,15 @@ class _SiteRouting(tff.framework.SyncContext):
 
         What any controller can do: a worker runs whatever it is sent, a read
         of the site's files included. The kit uses it to show that, and that
-        the channel audit catches what comes back.
+        the channel audit catches what comes back. A site with a gatekeeper
+        runs only what it approved: anything else raises PermissionError.
         """
-        return self._async_runner.run_coro_and_return_result(self._site_contexts[site].invoke(comp, arg))
+        try:
+            return self._async_runner.run_coro_and_return_result(self._site_contexts[site].invoke(comp, arg))
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.PERMISSION_DENIED:  # The site's gatekeeper said no.
+                raise PermissionError(e.details()) from None
+            raise
 
 
 class SiteContext(ClosableContext, _SiteRouting):
@@ -434,6 +470,7 @@ def create_site_context(
     canaries: Sequence[bytes] = (),
     probes: Sequence[bytes] = (),
     min_sites: int | None = None,
+    gatekeepers: Mapping[str, Gatekeeper] | None = None,
     default_num_clients: int = 0,
     private_network: bool | None = None,
 ) -> SiteContext:
@@ -462,6 +499,11 @@ def create_site_context(
         clients, and `last_round` says which were dropped and why. A site
         whose worker is gone fails again at once in later rounds, until
         `replace_site` gives it a new one.
+      gatekeepers: for each site that has one, its `gatekeeper.Gatekeeper`
+        (its approval list, its limit on answers, its audit log), started in
+        front of its worker: then the site runs only the computations it
+        approved, and a refusal fails the site's part of the round with a
+        PermissionError that names the site and the computation's fingerprint.
       default_num_clients: for computations whose arguments do not tell.
       private_network: for the workers started here, as in
         `remote_data.create_execution_context`.
@@ -483,17 +525,24 @@ def create_site_context(
         raise ValueError("create_site_context needs a catalogue, or the sites' roots to read theirs from.")
     started: list[WorkerProcess] = []
 
-    def start(cwd=None, user=None) -> WorkerProcess:
-        started.append(WorkerProcess(private_network=private_network, cwd=cwd, user=user,
+    def start(cwd=None, user=None, gatekeeper=None) -> WorkerProcess:
+        started.append(WorkerProcess(private_network=private_network, cwd=cwd, user=user, gatekeeper=gatekeeper,
                                      audit=ChannelAudit(tuple(canaries), tuple(probes))))
         return started[-1]
 
-    users = dict(users or {})
-    if set(users) - set(catalogue):
-        raise ValueError(f"users names sites that are not in the catalogue: {sorted(set(users) - set(catalogue))}.")
+    users, gatekeepers = dict(users or {}), dict(gatekeepers or {})
+    for name, given in (("users", users), ("gatekeepers", gatekeepers)):
+        if set(given) - set(catalogue):
+            raise ValueError(f"{name} names sites that are not in the catalogue: {sorted(set(given) - set(catalogue))}.")
+    if gatekeepers and site_workers is not None:
+        raise ValueError("gatekeepers are started with the sites' workers: pass either gatekeepers or site_workers.")
+    for site, gatekeeper in gatekeepers.items():
+        if gatekeeper.site != site:
+            gatekeepers[site] = dataclasses.replace(gatekeeper, site=site)
     try:
         if site_workers is None:
-            site_workers = {site: start(None if roots is None else roots[site], users.get(site)) for site in catalogue}
+            site_workers = {site: start(None if roots is None else roots[site], users.get(site), gatekeepers.get(site))
+                            for site in catalogue}
         if aggregator is None:
             aggregator = start()
         return SiteContext(site_workers, aggregator, catalogue, default_num_clients,

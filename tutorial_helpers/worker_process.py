@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 import portpicker
@@ -47,8 +47,13 @@ from tutorial_helpers.runtime.processes import (
     warn_uncontained,
 )
 
+if TYPE_CHECKING:  # For the annotation only: the gatekeeper module is imported when one is used.
+    from tutorial_helpers.gatekeeper import Gatekeeper
+
 # The port a contained worker listens on: any will do, the namespace is its own.
 _CONTAINED_PORT = 8000
+# The port its gatekeeper listens on, in the same namespace, when it has one.
+_GATEKEEPER_PORT = 8001
 
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
 _GRPC_OPTIONS = [
@@ -229,13 +234,25 @@ class WorkerProcess(ManagedProcess):
       user: the name of a user account to run the worker as (a site's own
         user, owner of its data root `cwd`); root only, and the worker must
         be contained. By default the worker runs as this process's user.
+      gatekeeper: a `tutorial_helpers.gatekeeper.Gatekeeper` to put in front
+        of the worker, in its private network: the site's approval list, its
+        limit on answers, its audit log. The worker must be contained. With
+        `user`, the gatekeeper runs as this process's user and the worker as
+        `user`, so the worker cannot change the gatekeeper's files.
     """
 
     def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0,
                  private_network: bool | None = None, cwd: str | os.PathLike | None = None,
-                 audit: ChannelAudit | None = None, user: str | None = None):
+                 audit: ChannelAudit | None = None, user: str | None = None, gatekeeper: Gatekeeper | None = None):
         credentials = None if user is None else _credentials(user, private_network)
+        if gatekeeper is not None and private_network is False:
+            raise ValueError(f"A gatekeeper (site {gatekeeper.site!r}) needs a contained worker: pass "
+                             "private_network=None or True.")
         possible, reason = private_network_status() if private_network is not False else (False, "")
+        if gatekeeper is not None and not possible:
+            raise RuntimeError(f"A gatekeeper (site {gatekeeper.site!r}) needs a private network for the worker, "
+                               f"which this system does not allow: {reason}. Without one, the worker's own port "
+                               "would be open beside the gatekeeper's. Start the site without a gatekeeper.")
         if credentials is not None and not possible:
             raise RuntimeError(f"user={user!r} needs a private network for the worker, which this system does "
                                f"not allow: {reason}. Run the sites as this process's user (user=None).")
@@ -257,8 +274,15 @@ class WorkerProcess(ManagedProcess):
             f"--port={self.port}",
             f"--max_concurrent_computation_calls={max_concurrent_computation_calls}",
         ]
-        super().__init__(args, description="TFF worker", private_network=possible,
-                         inner_port=self.port, cwd=cwd, user=credentials)
+        self.gatekeeper = gatekeeper
+        inner_port = self.port
+        if gatekeeper is not None:
+            args = gatekeeper.command(args, worker_port=self.port, port=_GATEKEEPER_PORT, worker_user=credentials)
+            inner_port = _GATEKEEPER_PORT
+        super().__init__(args, description="TFF worker" if gatekeeper is None else f"site {gatekeeper.site!r}",
+                         private_network=possible, inner_port=inner_port, cwd=cwd,
+                         user=None if gatekeeper is not None else credentials,
+                         netns_only=gatekeeper is not None and credentials is not None)
         self.user = user
         self.address = f"unix:{self.socket_path}" if possible else f"127.0.0.1:{self.port}"
         try:

@@ -14,7 +14,9 @@ This small program, using only the standard library:
    open) to ``127.0.0.1:PORT`` inside the namespace.
 3. with ``--user=UID:GID`` as well (root only), runs COMMAND as that user: in a
    new network namespace (no user namespace, which would map root only), with
-   no supplementary groups. The launcher opens COMMAND's file first and runs
+   no supplementary groups. ``--netns-only`` (root only) makes the same
+   namespace but runs COMMAND as root, for a COMMAND that starts its own
+   child as another user (a site's gatekeeper, `tutorial_helpers.gatekeeper`). The launcher opens COMMAND's file first and runs
    it from that open file, so the user needs no access to the folders it is
    in; it does need access to its working directory (a site's data root,
    which that user owns).
@@ -168,29 +170,40 @@ def _become(uid: int, gid: int) -> None:
     os.setuid(uid)
 
 
-def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
-                   user: tuple[int, int] | None = None) -> int:
-    enter_private_network(user_namespace=user is None)
-    _die_with(parent)  # Again: a change of credentials may clear the request.
-    launcher = os.getpid()
+def start_command(command: list[str], user: tuple[int, int] | None = None) -> subprocess.Popen:
+    """Starts `command` as a child that dies with this process, as `user` (UID, GID) if given.
+
+    With `user` (root only), the program is opened here and run from that open
+    file (see the module's docstring).
+    """
+    me = os.getpid()
     _libc()  # Loaded here, not in the child between fork and exec.
     pass_fds = ()
-    if user is not None:  # Run the program from a file opened here (see the module's docstring).
+    if user is not None:
         program = os.open(command[0], os.O_RDONLY)
         pass_fds, command = (program,), [f"/proc/self/fd/{program}", *command[1:]]
 
     def prepare():
         if user is not None:
             _become(*user)
-        # Only the launcher can reach the child's network, so it goes with it. Asked
+        # Only this process can reach the child's network, so it goes with it. Asked
         # after any change of credentials, which clears it; the check after the
-        # request closes the race with a launcher that dies between fork and
+        # request closes the race with a parent that dies between fork and
         # request: the child then never starts COMMAND.
-        _die_with(launcher, signal.SIGKILL)
+        _die_with(me, signal.SIGKILL)
 
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=pass_fds, preexec_fn=prepare)
-    for fd in pass_fds:
-        os.close(fd)
+    try:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=pass_fds, preexec_fn=prepare)
+    finally:
+        for fd in pass_fds:
+            os.close(fd)
+
+
+def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
+                   user: tuple[int, int] | None = None, user_namespace: bool = True) -> int:
+    enter_private_network(user_namespace=user_namespace and user is None)
+    _die_with(parent)  # Again: a change of credentials may clear the request.
+    child = start_command(command, user)
     try:
         _wait_for_port(port, child, timeout=60)
         code = asyncio.run(_relay(socket_path, port, child))
@@ -227,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", help="Unix socket to relay to the contained COMMAND's port")
     parser.add_argument("--port", type=int, help="port COMMAND listens on inside its namespace")
     parser.add_argument("--user", help="UID:GID to run the contained COMMAND as (root only)")
+    parser.add_argument("--netns-only", action="store_true",
+                        help="root only: a network namespace without a user namespace, so that the contained "
+                             "COMMAND can itself start a program as another user (a site's gatekeeper)")
     parser.add_argument("--probe", action="store_true",
                         help="only check that a private network namespace can be made here")
     parser.add_argument("command", nargs="*", help="the command, after --")
@@ -254,10 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         user = (int(parts[0]), int(parts[1]))
         if os.geteuid() != 0:
             parser.error("--user needs root: only root can start a process as another user")
+    if args.netns_only and (args.socket is None or os.geteuid() != 0):
+        parser.error("--netns-only needs --socket and root")
     _die_with(args.parent)
     if args.socket is None:
         os.execvp(args.command[0], args.command)
-    return _run_contained(args.command, args.socket, args.port, args.parent, user)
+    return _run_contained(args.command, args.socket, args.port, args.parent, user,
+                          user_namespace=not args.netns_only)
 
 
 if __name__ == "__main__":

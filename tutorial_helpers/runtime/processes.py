@@ -57,13 +57,29 @@ def _stop(process: subprocess.Popen, log_file, socket_dir: str | None) -> None:
 _SOCKET_DIR_PREFIX = "tff-kit-"
 
 
-def _remove_orphaned_socket_dirs() -> list[str]:
-    """Removes this user's socket folders whose owner process is gone; returns them.
+def temporary_folder(purpose: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder (mode 0700) that is removed even if this process is killed.
 
-    A folder is named `tff-kit-<pid of the process that made it>-<random>`.
-    A process killed by SIGKILL (a Jupyter kernel killed or restarted) cannot
-    remove its folders; the next process that makes one does. Folders of
-    running processes, of other users, and without a pid are left alone.
+    Like `tempfile.TemporaryDirectory`, it is removed by `cleanup()`, by its
+    `with` block or at interpreter exit. Its name, `tff-kit-<pid>-<purpose>-...`,
+    carries this process's pid, so if the process is killed by SIGKILL (a
+    Jupyter kernel killed or restarted), the kit's next temporary folder or
+    contained process removes it (`_remove_orphaned_folders`).
+    """
+    if not re.fullmatch(r"[a-z]+", purpose):
+        raise ValueError(f"purpose={purpose!r}: use lower-case letters only, such as 'sites'.")
+    _remove_orphaned_folders()
+    return tempfile.TemporaryDirectory(prefix=f"{_SOCKET_DIR_PREFIX}{os.getpid()}-{purpose}-")
+
+
+def _remove_orphaned_folders() -> list[str]:
+    """Removes this user's kit folders whose owner process is gone; returns them.
+
+    A folder (a contained worker's socket folder, a `temporary_folder`) is
+    named `tff-kit-<pid of the process that made it>-<random>`. A process
+    killed by SIGKILL (a Jupyter kernel killed or restarted) cannot remove its
+    folders; the next process that makes one does. Folders of running
+    processes, of other users, and without a pid are left alone.
     """
     removed = []
     for path in glob.glob(os.path.join(tempfile.gettempdir(), _SOCKET_DIR_PREFIX + "*-*")):
@@ -210,14 +226,17 @@ class ManagedProcess:
         in what it runs resolve there); by default this process's.
       user: (uid, gid) to run a contained child as (root only; see the
         launcher); by default this process's user.
+      netns_only: root only, for a contained child that starts its own child
+        as another user (a site's gatekeeper): its namespace is a network
+        namespace only, and it runs as root.
     """
 
     socket_path: str | None = None
 
     def __init__(self, args: list[str], description: str, *, private_network: bool = False,
                  inner_port: int | None = None, cwd: str | os.PathLike | None = None,
-                 user: tuple[int, int] | None = None):
-        if user is not None and not private_network:
+                 user: tuple[int, int] | None = None, netns_only: bool = False):
+        if (user is not None or netns_only) and not private_network:
             raise ValueError("Only a child in a private network can run as another user (user=...).")
         self.description = description
         if not sys.platform.startswith("linux"):
@@ -225,13 +244,15 @@ class ManagedProcess:
         command = [sys.executable, "-m", launcher.__name__, f"--parent={os.getpid()}"]
         socket_dir = None
         if private_network:
-            _remove_orphaned_socket_dirs()
+            _remove_orphaned_folders()
             # Mode 0700: only this user. The pid lets a later process tell an orphan.
             socket_dir = tempfile.mkdtemp(prefix=f"{_SOCKET_DIR_PREFIX}{os.getpid()}-")
             self.socket_path = os.path.join(socket_dir, "socket")
             command += [f"--socket={self.socket_path}", f"--port={inner_port}"]
             if user is not None:
                 command.append(f"--user={user[0]}:{user[1]}")
+            if netns_only:
+                command.append("--netns-only")
         self._log = tempfile.NamedTemporaryFile(  # closed by _stop
             mode="w+b", prefix=description.replace(" ", "_") + "_", suffix=".log"
         )

@@ -1,0 +1,268 @@
+"""A site's gatekeeper: only approved computations reach its worker; answers capped; every call logged."""
+
+import collections
+import subprocess
+import sys
+
+import numpy as np
+import psutil
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tests.conftest import worker_pids
+from tests.test_sites import ROUNDS, KillOnCompute, largest_difference, train
+from tutorial_helpers import gatekeeper, model
+from tutorial_helpers.data import preprocess
+from tutorial_helpers.gatekeeper import (
+    Gatekeeper,
+    approve,
+    fingerprint,
+    read_approvals,
+    read_audit_log,
+    site_part,
+)
+from tutorial_helpers.sites import (
+    build_site_fed_avg,
+    create_site_context,
+    fed_avg_computations,
+    site_dataset_computation,
+    write_site,
+)
+from tutorial_helpers.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sites(emnist, tmp_path_factory):
+    """Three sites' data roots (six writers, held 3/2/1), and a gatekeeper folder each, FedAvg approved."""
+    train_data, _ = emnist
+    ids = train_data.client_ids[:6]
+    catalogue = {"hospital": ids[:3], "clinic": ids[3:5], "practice": ids[5:]}
+    base = tmp_path_factory.mktemp("gated")
+    roots, folders = {}, {}
+    for site, clients in catalogue.items():
+        roots[site] = base / site
+        write_site(train_data, clients, roots[site], canary=f"canary of {site}".encode())
+        folders[site] = base / f"{site}-gatekeeper"
+    approve(folders["hospital"], fed_avg_computations())
+    for site in ("clinic", "practice"):  # The same list: one compile is enough.
+        folders[site].mkdir(mode=0o700)
+        (folders[site] / gatekeeper.APPROVALS).write_bytes((folders["hospital"] / gatekeeper.APPROVALS).read_bytes())
+    return ids, catalogue, roots, folders
+
+
+def gatekeepers(folders, **settings):
+    return {site: Gatekeeper(folder, **settings) for site, folder in folders.items()}
+
+
+def refusals(folder) -> list[dict]:
+    return [call for call in read_audit_log(folder) if call["verdict"] == "refused"]
+
+
+def test_an_approved_round_trains_exactly_as_without_the_gatekeeper_and_every_call_is_logged(sites):
+    ids, catalogue, roots, folders = sites
+    process = build_site_fed_avg()
+    with create_site_context(roots=roots) as plain:
+        expected, expected_metrics = train(process, ids)
+    approved = read_approvals(folders["hospital"])
+    with create_site_context(roots=roots, gatekeepers=gatekeepers(folders)) as ctx:
+        gated, gated_metrics = train(process, ids)
+        pids = [worker.pid for worker in ctx.workers]
+    assert not worker_pids() & set(pids)
+    assert gated_metrics == expected_metrics
+    for r in range(ROUNDS):
+        assert largest_difference(gated[r], expected[r]) == 0.0, f"round {r + 1}"
+    assert not worker_pids() & {worker.pid for worker in plain.workers}
+
+    for site, folder in folders.items():
+        calls = read_audit_log(folder)
+        assert {c["verdict"] for c in calls} == {"forwarded"}, site
+        sent = [c["detail"].split()[0].removeprefix("computation=") for c in calls if c["detail"]]
+        assert len(sent) == ROUNDS and set(sent) <= set(approved), (site, sent)
+        answers = [int(c["out"]) for c in calls if c["call"] == "Compute"]
+        assert len(answers) == ROUNDS and all(31_400 < n < 34_000 for n in answers), answers  # The model, and a little.
+        lines = (folder / gatekeeper.AUDIT_LOG).read_text().splitlines()
+        assert "gatekeeper started for site" in lines[0] and "stopped by the kit" in lines[-1]
+
+
+@pytest.fixture
+def gated(sites):
+    """The three sites behind their gatekeepers, for one test."""
+    _, _, roots, folders = sites
+    with create_site_context(roots=roots, gatekeepers=gatekeepers(folders)) as ctx:
+        yield ctx
+    assert not worker_pids() & {worker.pid for worker in ctx.workers}
+
+
+def test_a_computation_the_site_did_not_approve_never_reaches_its_worker_and_is_logged(sites, gated):
+    _, catalogue, roots, folders = sites
+
+    @tff.tensorflow.computation(np.str_)
+    def read_file(path):
+        return tf.io.read_file(path)
+
+    @tff.tensorflow.computation(np.str_)
+    def leave_a_mark(path):
+        with tf.control_dependencies([tf.io.write_file(path, "the controller was here")]):
+            return tf.constant(1)
+
+    before = refusals(folders["clinic"])
+    with pytest.raises(PermissionError, match=r"Site 'clinic' refused computation [0-9a-f]{64}: it is not on the "
+                                              r"site's approval list \(approved.txt\)"):
+        gated.run_at_site("clinic", read_file, f"clients/{catalogue['clinic'][0]}.tfrecord")
+    with pytest.raises(PermissionError, match="Site 'clinic' refused computation"):
+        gated.run_at_site("clinic", leave_a_mark, "mark.txt")
+    assert not (roots["clinic"] / "mark.txt").exists()  # The worker never ran it.
+    assert gated.audits()["clinic"].canary_hits == 0
+    refused = refusals(folders["clinic"])[len(before):]
+    assert len(refused) == 2 and all(c["call"] == "CreateValue" for c in refused)
+    expected = fingerprint(tff.backends.native.desugar_and_transform_to_native(read_file))
+    assert f"refused computation {expected}:" in refused[0]["detail"]
+
+
+def test_a_changed_model_is_refused_at_every_site_with_its_fingerprint(sites, gated):
+    ids, _, _, _ = sites
+
+    def two_layers():
+        keras = tf.keras.models.Sequential([
+            tf.keras.layers.InputLayer(input_shape=(784,)),
+            tf.keras.layers.Dense(16, kernel_initializer="zeros"),
+            tf.keras.layers.Dense(10, kernel_initializer="zeros"),
+            tf.keras.layers.Softmax(),
+        ])
+        return tff.learning.models.from_keras_model(keras, input_spec=model.INPUT_SPEC,
+                                                    loss=tf.keras.losses.SparseCategoricalCrossentropy())
+
+    other = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), tff.learning.algorithms.build_weighted_fed_avg(
+            two_layers, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.02)))
+    expected = fingerprint(site_part(other.next))
+    with pytest.raises(PermissionError, match=rf"Site '(hospital|clinic|practice)' refused computation {expected}"):
+        other.next(other.initialize(), ids)
+
+
+def test_what_changes_a_fingerprint_and_what_does_not():
+    """The model and the data loading are in the computation; TFF's optimizers keep learning rates in the state."""
+    base = fingerprint(site_part(build_site_fed_avg().next))
+    no_shuffle = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(lambda d: preprocess(d).take(5)), model.build_fed_avg())
+    assert fingerprint(site_part(no_shuffle.next)) != base
+    # A learning rate arrives as a value (state.client_work.learning_rate), not in the computation:
+    # a fingerprint cannot tell 0.02 from 0.05. The site sees it in the log's bytes, not its fingerprint.
+    assert fingerprint(site_part(build_site_fed_avg(client_learning_rate=0.05).next)) == base
+    assert "client_work=<learning_rate=float32>" in str(build_site_fed_avg().next.type_signature.parameter)
+
+
+def test_a_fingerprint_is_the_same_in_a_fresh_process_and_after_other_traces(sites, tmp_path):
+    """The approve command in a new Python process: the same fingerprints as this process's (which traced
+    hundreds of functions before, so TensorFlow's counters differ)."""
+    _, _, _, folders = sites
+    command = [sys.executable, "-m", "tutorial_helpers.gatekeeper", "approve", str(tmp_path / "fresh"),
+               "tutorial_helpers.sites:fed_avg_computations"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("approved ") == 2 and "2 added" in result.stdout
+    assert read_approvals(tmp_path / "fresh") == read_approvals(folders["hospital"])
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert "0 added; 2 on" in again.stdout  # Approving twice adds nothing.
+    assert len(read_approvals(tmp_path / "fresh")) == 2
+
+
+def test_the_approval_list_is_the_sites_to_read_and_edit(tmp_path):
+    folder = tmp_path / "gk"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"The gatekeeper's folder .*nowhere of site 'clinic' does not exist"):
+        Gatekeeper(tmp_path / "nowhere", site="clinic")
+    (folder / gatekeeper.APPROVALS).write_text("# approved\n" + "ab" * 32 + " training\nnot a fingerprint here\n")
+    with pytest.raises(ValueError, match=r"approved.txt, line 3: 'not a fingerprint here' does not start with a "
+                                         r"fingerprint"):
+        Gatekeeper(folder, site="clinic")
+    (folder / gatekeeper.APPROVALS).write_text("# approved\n" + "ab" * 32 + " training\n\n")
+    assert read_approvals(folder) == {"ab" * 32: "training"}
+    with pytest.raises(ValueError, match="max_result_bytes must be a positive number"):
+        Gatekeeper(folder, max_result_bytes=0)
+    with pytest.raises(ValueError, match="needs a contained worker"):
+        WorkerProcess(gatekeeper=Gatekeeper(folder), private_network=False)
+
+
+def test_a_dataset_sent_to_a_site_is_refused_even_with_an_approved_computation(sites, tmp_path):
+    _, _, roots, folders = sites
+
+    @tff.tensorflow.computation(tff.SequenceType(np.int32))
+    def total(numbers):
+        return numbers.reduce(np.int32(0), lambda a, b: a + b)
+
+    folder = tmp_path / "practice-gatekeeper"
+    folder.mkdir()
+    (folder / gatekeeper.APPROVALS).write_text(
+        fingerprint(tff.backends.native.desugar_and_transform_to_native(total)) + " a sum, for this test\n")
+    with create_site_context(roots={"practice": roots["practice"]},
+                             gatekeepers={"practice": Gatekeeper(folder)}) as ctx:
+        with pytest.raises(PermissionError, match="Site 'practice' refused a dataset sent to it: a site loads "
+                                                  "its own data"):
+            ctx.run_at_site("practice", total, [1, 2, 3])
+    (refused,) = refusals(folder)
+    assert refused["call"] == "CreateValue" and "refused a dataset" in refused["detail"]
+
+
+def test_an_answer_over_the_sites_limit_is_refused_and_logged(sites):
+    ids, catalogue, roots, folders = sites
+    process = build_site_fed_avg()
+    before = refusals(folders["practice"])
+    with create_site_context(roots={"practice": roots["practice"]}, min_sites=None,
+                             gatekeepers={"practice": Gatekeeper(folders["practice"], max_result_bytes=20_000)}):
+        with pytest.raises(PermissionError, match=r"Site 'practice' refused to send back a result of 3\d,\d{3} "
+                                                  rf"bytes: its limit is 20,000 bytes. \(clients '{ids[5]}'\)"):
+            process.next(process.initialize(), catalogue["practice"])
+    assert [c["call"] for c in refusals(folders["practice"])[len(before):]] == ["Compute"]
+
+
+def test_the_gatekeeper_runs_without_tensorflow_and_only_appends_to_its_log(sites):
+    _, _, roots, folders = sites
+    log = folders["clinic"] / gatekeeper.AUDIT_LOG
+    before = log.read_text() if log.exists() else ""
+    with create_site_context(roots=roots, gatekeepers=gatekeepers(folders)) as ctx:
+        for site, worker in ctx.sites.items():
+            (keeper,) = psutil.Process(worker.pid).children()
+            assert "tutorial_helpers.gatekeeper" in " ".join(keeper.cmdline())
+            assert [p.name() for p in keeper.children()] == ["worker_binary"]
+            libraries = {m.path.rsplit("/", 1)[-1] for m in keeper.memory_maps()}
+            assert not any("tensorflow" in name for name in libraries), (site, sorted(libraries))
+            assert keeper.memory_info().rss < 200 * 2**20, site
+    first = log.read_text()
+    with create_site_context(roots=roots, gatekeepers=gatekeepers(folders)):
+        pass
+    second = log.read_text()
+    assert first.startswith(before) and second.startswith(first)  # Only ever appended.
+    starts = [text.count("gatekeeper started for site 'clinic'") for text in (before, first, second)]
+    assert starts[2] == starts[1] + 1 == starts[0] + 2, starts
+
+
+class _Pid(collections.namedtuple("_Pid", "pid")):
+    """What KillOnCompute needs of its victim."""
+
+
+def test_a_site_killed_behind_its_gatekeeper_is_an_error_naming_it_and_nothing_is_left(sites):
+    ids, catalogue, roots, folders = sites
+    process = build_site_fed_avg()
+    audit = KillOnCompute()
+    workers = {site: WorkerProcess(cwd=root, audit=audit if site == "clinic" else None,
+                                   gatekeeper=Gatekeeper(folders[site], site=site))
+               for site, root in roots.items()}
+    (keeper,) = psutil.Process(workers["clinic"].pid).children()
+    (binary,) = keeper.children()
+    audit.victim = _Pid(binary.pid)
+    with create_site_context(catalogue, site_workers=workers) as ctx:
+        state = process.initialize()
+        audit.armed = True
+        clinic = ", ".join(repr(c) for c in catalogue["clinic"])
+        with pytest.raises(RuntimeError, match=rf"Site 'clinic' .* failed its part of the round, for clients "
+                                               rf"{clinic}.*is not running: it was killed by SIGKILL"):
+            process.next(state, ids)
+        assert not audit.armed
+        pids = [w.pid for w in ctx.workers]
+    assert not worker_pids() & set(pids)
+    assert not psutil.pid_exists(keeper.pid) and not psutil.pid_exists(binary.pid)
+    assert "worker ended with code -9" in (folders["clinic"] / gatekeeper.AUDIT_LOG).read_text()

@@ -1,0 +1,518 @@
+"""A site's gatekeeper: what stands in front of its TFF worker and decides what runs on its data.
+
+A `worker_binary` runs any computation it is sent, `tf.io.read_file` of the
+site's files included (notebook 07 shows it). TFF has nothing in front of
+it; this module is the kit's answer. The gatekeeper is a gRPC proxy that
+speaks TFF's executor protocol (`tensorflow_federated.v0.ExecutorGroup`,
+the service `worker_binary` serves). It runs at the site, next to the
+worker, in the same private network, and is the only way in:
+
+* It forwards a computation only if its *fingerprint* is on the site's
+  approval list, `approved.txt` in the gatekeeper's folder: one line per
+  computation, the fingerprint then a description. The site's owner makes
+  the lines with ``python -m tutorial_helpers.gatekeeper approve FOLDER
+  MODULE:FUNCTION``, which compiles the computations that FUNCTION builds
+  (the same code the controller runs), and can read and edit the file. Any
+  other computation, and any dataset sent from outside (a site loads its own
+  data), is refused before the worker sees it, with an error that names the
+  site and the fingerprint.
+* It refuses to send back an answer larger than the site's limit.
+* It appends one line per call to the site's audit log, `audit.log`: the
+  call, its bytes in and out, and what the gatekeeper did. Lines are only
+  ever appended.
+
+A fingerprint is the SHA-256 of the computation as TFF serializes it, made
+the same across runs: TFF's per-process cache keys are left out, the
+TensorFlow graphs inside are serialized in a fixed order, and the numbers
+TensorFlow appends to the names of traced functions (a counter over the
+whole process, so they depend on what was traced before) are replaced by
+their order, debug information is left out, and TFF's variable names (which
+start with a random prefix) are numbered in order. What still changes a fingerprint is what should: the model,
+the optimizer and its learning rate, the preprocessing, the data loading,
+and the versions of TFF and TensorFlow that build the graphs.
+
+The gatekeeper process imports no TensorFlow: the protocol buffers it needs
+are plain Python modules, loaded without their packages' heavy `__init__`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import importlib.util
+import os
+import re
+import signal
+import sys
+import threading
+import types
+from collections.abc import Callable, Mapping
+from concurrent import futures
+from pathlib import Path
+
+SERVICE = "tensorflow_federated.v0.ExecutorGroup"
+METHODS = ("GetExecutor", "CreateValue", "CreateCall", "CreateStruct", "CreateSelection", "Compute",
+           "Dispose", "DisposeExecutor")
+APPROVALS = "approved.txt"
+AUDIT_LOG = "audit.log"
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
+_GRPC_OPTIONS = [("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+                 ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES)]
+_APPROVALS_HEADER = """\
+# Computations this site runs on its data: one per line, a fingerprint, then what it is.
+# Made by `python -m tutorial_helpers.gatekeeper approve`; delete a line to withdraw an approval.
+"""
+
+
+def _import_protos_without_tensorflow() -> None:
+    """Makes TFF's and TensorFlow's protocol buffer modules importable without TensorFlow.
+
+    For the gatekeeper process only (it must start in a fraction of a second
+    and in little memory): their packages are registered as empty modules,
+    so a later `import tensorflow` in this process would fail.
+    """
+    packages = {"tensorflow_federated": ("proto", "v0"), "tensorflow": ("core", "framework")}
+    for top, (middle, leaf) in packages.items():
+        if top in sys.modules:
+            continue
+        spec = importlib.util.find_spec(top)  # Finds the folder; runs nothing.
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError(f"{top} is not installed in {sys.executable}'s environment.")
+        folder = spec.submodule_search_locations[0]
+        for name, path in ((top, folder), (f"{top}.{middle}", os.path.join(folder, middle)),
+                           (f"{top}.{middle}.{leaf}", os.path.join(folder, middle, leaf))):
+            module = types.ModuleType(name)
+            module.__path__ = [path]
+            sys.modules[name] = module
+
+
+# ---------------------------------------------------------------------------
+# Fingerprints.
+
+_COUNTERS = re.compile(r"^(.*?)((?:_\d+)+)$")
+
+
+def _function_renames(names: list[str]) -> dict[str, str]:
+    """New names for a graph's functions: each trailing number replaced by its rank among them all."""
+    parts = {name: _COUNTERS.match(name) for name in names}
+    numbers = sorted({int(n) for m in parts.values() if m for n in m.group(2).split("_")[1:]})
+    rank = {n: i for i, n in enumerate(numbers)}
+    return {name: m.group(1) + "".join(f"_{rank[int(n)]}" for n in m.group(2).split("_")[1:])
+            for name, m in parts.items() if m}
+
+
+def _rename(message, renames: Mapping[str, str]) -> None:
+    """Replaces, in every string field of `message` and of the messages in it, each name in `renames`."""
+    for field, value in message.ListFields():
+        if field.message_type is not None:
+            if field.message_type.GetOptions().map_entry:
+                if field.message_type.fields_by_name["value"].message_type is not None:
+                    for item in value.values():
+                        _rename(item, renames)
+                continue
+            for item in (value if field.label == field.LABEL_REPEATED else [value]):
+                _rename(item, renames)
+        elif field.type in (field.TYPE_STRING, field.TYPE_BYTES):
+            is_bytes = field.type == field.TYPE_BYTES
+            items = list(value) if field.label == field.LABEL_REPEATED else [value]
+            texts = [item.decode("utf-8", "replace") if is_bytes else item for item in items]
+            if not any(text in renames for text in texts):
+                continue
+            new = [renames.get(text, text) for text in texts]
+            new = [text.encode() for text in new] if is_bytes else new
+            if field.label == field.LABEL_REPEATED:
+                value[:] = new
+            else:
+                setattr(message, field.name, new[0])
+
+
+def _canonical_graph(serialized: bytes) -> bytes:
+    from tensorflow.core.framework import graph_pb2
+
+    graph = graph_pb2.GraphDef()
+    graph.ParseFromString(serialized)
+    # Debug information names the functions a node came from, inlined ones too; it does not change what runs.
+    for node in [*graph.node, *(node for function in graph.library.function for node in function.node_def)]:
+        node.ClearField("experimental_debug_info")
+    _rename(graph, _function_renames([f.signature.name for f in graph.library.function]))
+    for field, key in (("function", lambda f: f.signature.name), ("gradient", lambda g: g.function_name)):
+        items = sorted(getattr(graph.library, field), key=key)
+        del getattr(graph.library, field)[:]
+        getattr(graph.library, field).extend(items)
+    return graph.SerializeToString(deterministic=True)
+
+
+def _computations_in(message):
+    """Every TFF `Computation` message in `message` (itself included)."""
+    if message.DESCRIPTOR.full_name == "tensorflow_federated.v0.Computation":
+        yield message
+    for field, value in message.ListFields():
+        if field.message_type is None or field.message_type.GetOptions().map_entry:
+            continue
+        for item in (value if field.label == field.LABEL_REPEATED else [value]):
+            yield from _computations_in(item)
+
+
+def fingerprint(computation) -> str:
+    """The SHA-256 (64 hex digits) of a TFF computation, the same across runs (see the module's docstring).
+
+    `computation` is a `tff.Computation`, or its protocol buffer
+    (`tensorflow_federated.proto.v0.computation_pb2.Computation`) or the
+    serialized bytes of one.
+    """
+    from tensorflow_federated.proto.v0 import computation_pb2
+
+    proto = computation_pb2.Computation()
+    if isinstance(computation, bytes):
+        proto.ParseFromString(computation)
+    elif isinstance(computation, computation_pb2.Computation):
+        proto.CopyFrom(computation)
+    else:
+        proto.CopyFrom(type(computation).get_proto(computation))  # A tff.Computation.
+    parts = list(_computations_in(proto))
+    names: dict[str, str] = {}  # TFF names its variables with a random prefix: number them in order.
+    for part in parts:
+        kind = part.WhichOneof("computation")
+        if kind == "tensorflow":
+            part.tensorflow.ClearField("cache_key")  # A random id, new in every process.
+            part.tensorflow.graph_def.value = _canonical_graph(part.tensorflow.graph_def.value)
+    for part in parts:
+        kind = part.WhichOneof("computation")
+        bound = ([getattr(part, "lambda").parameter_name] if kind == "lambda" else
+                 [local.name for local in part.block.local] if kind == "block" else [])
+        for name in filter(None, bound):
+            names.setdefault(name, f"_v{len(names)}")
+    for part in parts:
+        kind = part.WhichOneof("computation")
+        if kind == "lambda":
+            body = getattr(part, "lambda")
+            body.parameter_name = names.get(body.parameter_name, body.parameter_name)
+        elif kind == "block":
+            for local in part.block.local:
+                local.name = names.get(local.name, local.name)
+        elif kind == "reference":
+            part.reference.name = names.get(part.reference.name, part.reference.name)
+    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+
+
+def site_part(computation):
+    """What a site's worker is sent of `computation`: the part before the merge, as TFF compiles it.
+
+    The kit's `sites.SiteContext` runs `compile_to_mergeable_comp_form(comp)`'s
+    `up_to_merge` at each site, through TFF's execution context with TFF's
+    native compiler; this returns that computation, compiled the same way.
+    """
+    import tensorflow_federated as tff
+
+    form = tff.backends.native.compile_to_mergeable_comp_form(computation)
+    return tff.backends.native.desugar_and_transform_to_native(form.up_to_merge)
+
+
+# ---------------------------------------------------------------------------
+# The site's approval list.
+
+def read_approvals(folder: str | os.PathLike) -> dict[str, str]:
+    """{fingerprint: description} from the approval list in `folder`; {} if there is none yet."""
+    path = Path(folder) / APPROVALS
+    if not path.exists():
+        return {}
+    approvals = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fingerprint_, _, description = line.partition(" ")
+        if not _FINGERPRINT.fullmatch(fingerprint_):
+            raise ValueError(f"{path}, line {number}: {line[:80]!r} does not start with a fingerprint (64 "
+                             "hex digits). Fix or delete the line; `approve` writes correct ones.")
+        approvals[fingerprint_] = description.strip()
+    return approvals
+
+
+def approve(folder: str | os.PathLike, computations: Mapping[str, object]) -> dict[str, str]:
+    """Adds the site parts of `computations` ({description: tff.Computation}) to the approval list.
+
+    Returns {fingerprint: description} of what was added (fingerprints
+    already on the list are left as they are). Makes `folder` if needed.
+    """
+    folder = Path(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    approved = read_approvals(folder)
+    added = {}
+    for description, computation in computations.items():
+        if "\n" in description:
+            raise ValueError(f"A description must be one line, got {description!r}.")
+        value = fingerprint(site_part(computation))
+        if value not in approved and value not in added:
+            added[value] = description
+    path = folder / APPROVALS
+    with open(path, "a") as f:
+        if f.tell() == 0:
+            f.write(_APPROVALS_HEADER)
+        for value, description in added.items():
+            f.write(f"{value} {description}\n")
+    return added
+
+
+# ---------------------------------------------------------------------------
+# The audit log.
+
+class AuditLog:
+    """The site's audit log: one line per call, appended, never rewritten."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        line = f"{stamp} {text}\n".encode()
+        with self._lock:
+            os.write(self._fd, line)  # One write per line, at the end: O_APPEND.
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def read_audit_log(folder: str | os.PathLike) -> list[dict[str, str]]:
+    """The audit log's call lines, each as a dict: time, call, in, out, verdict, detail (and code).
+
+    [] if the site's gatekeeper has not run yet.
+    """
+    path = Path(folder) / AUDIT_LOG
+    entries = []
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        head, _, detail = line.partition(" -- ")
+        stamp, call, *pairs = head.split(" ")
+        fields = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+        if "verdict" in fields:  # Not the lines that say the gatekeeper started or stopped.
+            entries.append({"time": stamp, "call": call, **fields, "detail": detail})
+    return entries
+
+
+# ---------------------------------------------------------------------------
+# The gatekeeper a site starts.
+
+@dataclasses.dataclass(frozen=True)
+class Gatekeeper:
+    """What a site's gatekeeper needs: pass one to `WorkerProcess` or `sites.create_site_context`.
+
+    Attributes:
+      folder: the gatekeeper's folder, with the site's approval list
+        (`approved.txt`, made by `approve`) and its audit log (`audit.log`).
+        Keep it outside the site's data root, so the worker cannot change it.
+      site: the site's name, in errors and the log.
+      max_result_bytes: the largest answer the site sends back; None for no
+        limit.
+    """
+
+    folder: str | os.PathLike
+    site: str = "site"
+    max_result_bytes: int | None = None
+
+    def __post_init__(self):
+        if not Path(self.folder).is_dir():
+            raise FileNotFoundError(f"The gatekeeper's folder {self.folder} of site {self.site!r} does not exist: "
+                                    "make it, and approve computations into it with `python -m "
+                                    "tutorial_helpers.gatekeeper approve`.")
+        read_approvals(self.folder)  # A broken list is reported here, not in the gatekeeper's log.
+        if self.max_result_bytes is not None and self.max_result_bytes <= 0:
+            raise ValueError(f"max_result_bytes must be a positive number of bytes or None, "
+                             f"got {self.max_result_bytes}.")
+
+    def command(self, worker: list[str], *, worker_port: int, port: int,
+                worker_user: tuple[int, int] | None = None) -> list[str]:
+        """The command that runs this gatekeeper on `port` in front of `worker` (which listens on `worker_port`)."""
+        return [sys.executable, "-m", __name__, "serve", f"--site={self.site}",
+                f"--folder={os.path.abspath(self.folder)}", f"--port={port}", f"--worker-port={worker_port}",
+                f"--max-result-bytes={self.max_result_bytes or 0}",
+                *([] if worker_user is None else [f"--worker-user={worker_user[0]}:{worker_user[1]}"]),
+                "--", *worker]
+
+
+# ---------------------------------------------------------------------------
+# The proxy.
+
+class Refused(Exception):
+    """A call the gatekeeper does not forward; its message goes to the controller."""
+
+
+class Gate:
+    """Checks and forwards each executor call to the worker; one per gatekeeper."""
+
+    def __init__(self, site: str, approvals: Mapping[str, str], log: AuditLog, worker: str,
+                 max_result_bytes: int | None = None):
+        import grpc
+        from tensorflow_federated.proto.v0 import executor_pb2
+
+        self.site = site
+        self.approvals = dict(approvals)
+        self.log = log
+        self.max_result_bytes = max_result_bytes
+        self._executor_pb2 = executor_pb2
+        self._channel = grpc.insecure_channel(worker, _GRPC_OPTIONS)
+        self._forward = {method: self._channel.unary_unary(f"/{SERVICE}/{method}") for method in METHODS}
+        self._known: dict[bytes, str] = {}  # sha256 of a computation's bytes -> its fingerprint
+
+    def _fingerprint(self, computation) -> str:
+        raw = computation.SerializeToString()
+        key = hashlib.sha256(raw).digest()
+        if key not in self._known:
+            self._known[key] = fingerprint(raw)
+        return self._known[key]
+
+    def check_value(self, value) -> list[str]:
+        """The fingerprints of the approved computations in `value`; raises Refused for anything else."""
+        which = value.WhichOneof("value")
+        if which == "computation":
+            found = self._fingerprint(value.computation)
+            if found not in self.approvals:
+                raise Refused(f"Site {self.site!r} refused computation {found}: it is not on the site's approval "
+                              f"list ({APPROVALS}). The site's owner approves computations with `python -m "
+                              "tutorial_helpers.gatekeeper approve`.")
+            return [found]
+        if which == "sequence":
+            raise Refused(f"Site {self.site!r} refused a dataset sent to it: a site loads its own data, and "
+                          "takes no datasets from outside.")
+        if which == "struct":
+            return [f for element in value.struct.element for f in self.check_value(element.value)]
+        if which == "federated":
+            return [f for member in value.federated.value for f in self.check_value(member)]
+        return []  # An array (a tensor): model weights, client ids.
+
+    def handle(self, method: str, request: bytes, context) -> bytes:
+        import grpc
+
+        note = ""
+        try:
+            if method == "CreateValue":
+                parsed = self._executor_pb2.CreateValueRequest.FromString(request)
+                found = self.check_value(parsed.value)
+                note = " ".join(f"computation={f} ({self.approvals[f]})" for f in found)
+            answer = self._forward[method](request)
+            if (method == "Compute" and self.max_result_bytes is not None
+                    and len(answer) > self.max_result_bytes):
+                raise Refused(f"Site {self.site!r} refused to send back a result of {len(answer):,} bytes: "
+                              f"its limit is {self.max_result_bytes:,} bytes.")
+        except Refused as e:
+            self.log.write(f"{method} in={len(request)} out=0 verdict=refused -- {e}")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+        except grpc.RpcError as e:
+            self.log.write(f"{method} in={len(request)} out=0 verdict=error code={e.code().name} -- "
+                           f"{(e.details() or '')[:200]}")
+            context.abort(e.code(), e.details() or "")
+        self.log.write(f"{method} in={len(request)} out={len(answer)} verdict=forwarded"
+                       + (f" -- {note}" if note else ""))
+        return answer
+
+    def handler(self):
+        import grpc
+
+        def method_handler(method):
+            return grpc.unary_unary_rpc_method_handler(lambda request, context: self.handle(method, request, context))
+
+        return grpc.method_handlers_generic_handler(SERVICE, {m: method_handler(m) for m in METHODS})
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _serve(args) -> int:
+    import grpc
+
+    from tutorial_helpers.runtime import launcher
+
+    folder = Path(args.folder)
+    try:
+        approvals = read_approvals(folder)
+        log = AuditLog(folder / AUDIT_LOG)
+    except (OSError, ValueError) as e:
+        print(f"gatekeeper: site {args.site!r}: {e}", file=sys.stderr, flush=True)
+        return 2
+    user = None if args.worker_user is None else tuple(int(p) for p in args.worker_user.split(":"))
+    worker = launcher.start_command(args.command, user)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = gate = None
+    try:
+        launcher._wait_for_port(args.worker_port, worker, timeout=60)
+        gate = Gate(args.site, approvals, log, f"127.0.0.1:{args.worker_port}",
+                    None if args.max_result_bytes <= 0 else args.max_result_bytes)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=_GRPC_OPTIONS)
+        server.add_generic_rpc_handlers((gate.handler(),))
+        server.add_insecure_port(f"127.0.0.1:{args.port}")
+        server.start()
+        limit = "none" if gate.max_result_bytes is None else f"{gate.max_result_bytes:,} bytes"
+        log.write(f"gatekeeper started for site {args.site!r}: {len(approvals)} approved computations, "
+                  f"result limit {limit}, worker pid {worker.pid}")
+        while not stop.is_set() and worker.poll() is None:
+            stop.wait(0.1)
+    except launcher._CommandEnded:
+        pass
+    finally:
+        if server is not None:
+            server.stop(grace=0)
+        if gate is not None:
+            gate.close()
+        if worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=4)
+            except Exception:
+                worker.kill()
+                worker.wait()
+        code = worker.returncode
+        log.write(f"gatekeeper stopped for site {args.site!r}: worker "
+                  + ("stopped by the kit" if stop.is_set() else f"ended with code {code}"))
+        log.close()
+    if stop.is_set():
+        return 0
+    if code is not None and code < 0:  # End as the worker ended, so the kit's error names the signal.
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # These two have no handler to reset.
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code or 1
+
+
+def _load(target: str) -> Callable[[], Mapping[str, object]]:
+    module, _, function = target.partition(":")
+    if not module or not function:
+        raise SystemExit(f"approve: {target!r} is not MODULE:FUNCTION (for instance "
+                         "tutorial_helpers.sites:fed_avg_computations).")
+    import importlib
+
+    return getattr(importlib.import_module(module), function)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tutorial_helpers.gatekeeper", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="what", required=True)
+    serve = commands.add_parser("serve", help="run a site's gatekeeper in front of its worker (the kit starts it)")
+    serve.add_argument("--site", required=True, help="the site's name, for errors and the log")
+    serve.add_argument("--folder", required=True, help=f"the gatekeeper's folder: {APPROVALS}, {AUDIT_LOG}")
+    serve.add_argument("--port", type=int, required=True, help="port to listen on, on 127.0.0.1")
+    serve.add_argument("--worker-port", type=int, required=True, help="the worker's port, on 127.0.0.1")
+    serve.add_argument("--max-result-bytes", type=int, default=0, help="largest answer sent back (0: no limit)")
+    serve.add_argument("--worker-user", help="UID:GID to run the worker as (root only)")
+    serve.add_argument("command", nargs="+", help="the worker's command, after --")
+    agree = commands.add_parser("approve", help="add the computations a function builds to a site's approval list")
+    agree.add_argument("folder", help="the site's gatekeeper folder")
+    agree.add_argument("target", help="MODULE:FUNCTION returning {description: tff.Computation}")
+    args = parser.parse_args(argv)
+    if args.what == "serve":
+        _import_protos_without_tensorflow()
+        return _serve(args)
+    added = approve(args.folder, _load(args.target)())
+    for value, description in added.items():
+        print(f"approved {value} {description}")
+    print(f"{len(added)} added; {len(read_approvals(args.folder))} on {Path(args.folder) / APPROVALS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
