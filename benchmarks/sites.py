@@ -1,6 +1,7 @@
 """Prints what training through sites costs, from one run: figures only, no pass/fail.
 
     .venv/bin/python benchmarks/sites.py [--clients 5 20 50 99] [--sites 1 2 4] [--rounds 1] [--figure PNG]
+                                         [--gatekeeper]
 
 For each number of clients per round and each number of sites (the 99
 training writers of the bundled EMNIST sample split unevenly: with 4 sites,
@@ -15,7 +16,13 @@ after a warm-up round (which compiles):
     the controller, and of each worker (launcher included): the largest site
     worker and the aggregator;
 
-then fits seconds per round = a + b x sites + c x clients over the site runs,
+With --gatekeeper, each sites configuration is also measured with and
+without a gatekeeper in front of every site's worker
+(`tutorial_helpers.gatekeeper`, the round approved): both sets of sites
+run at once, and each round is run on both, one after the other, so that
+the machine's changing speed cancels out of the difference.
+
+Then it fits seconds per round = a + b x sites + c x clients over the site runs,
 to say where the time goes as the rounds grow: a fixed cost per round, a cost
 per site, a cost per client. With --figure, it also draws seconds and bytes
 per round against clients per round (notebook 07's appendix shows one). The clients of a round are drawn with
@@ -118,18 +125,43 @@ def measure(process, clients_per_round: int, catalogue, rounds: int, workers: di
     return statistics.median(seconds), statistics.median(moved), peaks
 
 
+def measure_paired(process, clients_per_round: int, catalogue, rounds: int, plain, gated):
+    """[(seconds without, seconds with)] for `rounds` pairs of rounds on the same clients, after a warm-up each."""
+    import tensorflow_federated as tff
+
+    from tutorial_helpers.sites import sample_clients
+
+    states = {}
+    for name, context in (("plain", plain), ("gated", gated)):
+        with tff.framework.get_context_stack().install(context):
+            states[name] = process.next(process.initialize(), sample_clients(catalogue, 1, seed=0)).state
+    pairs = []
+    for round_num in range(1, rounds + 1):
+        clients = sample_clients(catalogue, clients_per_round, seed=round_num)
+        seconds = {}
+        for name in (("plain", "gated") if round_num % 2 else ("gated", "plain")):
+            with tff.framework.get_context_stack().install(plain if name == "plain" else gated):
+                start = time.perf_counter()
+                states[name] = process.next(states[name], clients).state
+                seconds[name] = time.perf_counter() - start
+        pairs.append((seconds["plain"], seconds["gated"]))
+    return pairs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[5, 20, 50, 99])
     parser.add_argument("--sites", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--rounds", type=int, default=1, help="timed rounds per configuration")
     parser.add_argument("--figure", type=Path, help="also draw the figures into this PNG file")
+    parser.add_argument("--gatekeeper", action="store_true",
+                        help="also measure each sites configuration with a gatekeeper per site")
     args = parser.parse_args()
 
     import numpy as np
     import tensorflow_federated as tff
 
-    from tutorial_helpers import data, model
+    from tutorial_helpers import data, gatekeeper, model
     from tutorial_helpers.multi_worker import create_multi_worker_context, worker_side_process
     from tutorial_helpers.sites import create_site_context, site_dataset_computation, write_site
     from tutorial_helpers.worker_process import ChannelAudit
@@ -142,10 +174,13 @@ def main() -> None:
     site_process = tff.simulation.compose_dataset_computation_with_learning_process(
         site_dataset_computation(), fed_avg)
     sqlite_process = worker_side_process(train, fed_avg)
-    rows = []
+    rows, paired = [], []
     with tempfile.TemporaryDirectory(prefix="kit-bench-sites-") as folder:
         folder = Path(folder)
         counts = write_site(train, ids, folder / "pool", canary=b"benchmark canary")
+        if args.gatekeeper:
+            gatekeeper.approve(folder / "approved", {"the benchmark's round": site_process.next})
+            approved = (folder / "approved" / gatekeeper.APPROVALS).read_text()
         for clients_per_round in args.clients:
             # Today's path: one worker reads every client from TFF's SQLite file.
             with create_multi_worker_context(1) as context:
@@ -166,6 +201,19 @@ def main() -> None:
                 rows.append((f"{num_sites} site{'s' * (num_sites > 1)}", num_sites, clients_per_round, seconds,
                              moved, peaks["controller"], max(peaks[s] for s in catalogue), peaks["aggregator"]))
                 print(f"  measured {rows[-1][0]}, {clients_per_round} clients: {seconds:.1f} s", flush=True)
+                if args.gatekeeper:
+                    keepers = {}
+                    for site in catalogue:
+                        keeper_folder = folder / f"{num_sites}-{clients_per_round}-{site}-gatekeeper"
+                        keeper_folder.mkdir()
+                        (keeper_folder / gatekeeper.APPROVALS).write_text(approved)
+                        keepers[site] = gatekeeper.Gatekeeper(keeper_folder)
+                    with create_site_context(roots=roots) as plain, \
+                            create_site_context(roots=roots, gatekeepers=keepers) as gated:
+                        extra = measure_paired(site_process, clients_per_round, catalogue, args.rounds, plain, gated)
+                    paired.append((num_sites, clients_per_round, extra))
+                    print(f"  measured {num_sites} sites with and without gatekeepers, {clients_per_round} clients",
+                          flush=True)
 
     print(f"\nOne round of Federated Averaging (5 epochs, batch 1), median of {args.rounds} after a warm-up;")
     print("bytes: every message to and from every worker; memory: peak PSS in MiB.\n")
@@ -174,6 +222,14 @@ def main() -> None:
     for name, _, clients, seconds, moved, controller, site, aggregator in rows:
         print(f"{name:18s} {clients:7d} {seconds:8.1f} {moved / 1024:10,.0f} {controller / MIB:10.0f} "
               f"{site / MIB:12.0f} {aggregator / MIB if aggregator else float('nan'):10.0f}")
+    if paired:
+        print("\nThe gatekeepers' extra time per round: rounds with and without them, one after the other, on the")
+        print("same clients (the order alternating); the median of the differences, and of the rounds without:")
+        for num_sites, clients, extra in paired:
+            difference = statistics.median(e - p for p, e in extra)
+            base = statistics.median(p for p, _ in extra)
+            print(f"  {num_sites} sites, {clients:3d} clients: {difference:+.2f} s on {base:.2f} s "
+                  f"({100 * difference / base:+.0f} %), over {len(extra)} pairs")
     site_rows = [row for row in rows if row[1] > 0]
     if len({row[1] for row in site_rows}) > 1 and len({row[2] for row in site_rows}) > 1:
         design = np.array([[1.0, row[1], row[2]] for row in site_rows])

@@ -524,3 +524,61 @@ def test_group_by_site_passes_the_solution_and_refuses_each_wrong_answer():
     before = {site: list(ids) for site, ids in CATALOGUE.items()}
     exercises.check_group_by_site(sorts_the_catalogue, CATALOGUE)
     assert CATALOGUE == before  # The caller's catalogue is never the one the answer gets.
+
+
+@pytest.fixture(scope="module")
+def gatekeeper_folder(tmp_path_factory):
+    """A site's gatekeeper folder with notebook 08's training approved, and a computation not on it."""
+    from tutorial_helpers import gatekeeper, model, sites
+
+    folder = tmp_path_factory.mktemp("gatekeeper")
+    approved = sites.build_site_fed_avg().next
+    gatekeeper.approve(folder, {"notebook 08's training": approved})
+    changed = tff.simulation.compose_dataset_computation_with_learning_process(
+        sites.site_dataset_computation(lambda d: data.preprocess(d).take(5)), model.build_fed_avg()).next
+    return folder, approved, changed
+
+
+def test_would_run_passes_the_solution_and_refuses_each_wrong_answer(gatekeeper_folder):
+    import functools
+
+    from tutorial_helpers.gatekeeper import APPROVALS, fingerprint, read_approvals, site_part
+
+    folder, approved, changed = gatekeeper_folder
+    before = (folder / APPROVALS).read_text()
+    solution = run_solution("08_would_run.py", fingerprint=fingerprint, read_approvals=read_approvals,
+                            site_part=site_part)["would_run"]
+    result = exercises.check_would_run(solution, folder, approved, changed)
+    assert result.passed and "as the gatekeeper does" in result.message
+    assert (folder / APPROVALS).read_text() == before  # The check works on a copy.
+
+    def unsolved(folder, computation):
+        raise NotImplementedError
+
+    result = exercises.check_would_run(unsolved, folder, approved, changed)
+    assert not result.passed and "Not solved yet" in result.message and "08_would_run.py" in result.message
+
+    sent = functools.cache(lambda computation: fingerprint(site_part(computation)))  # Compiles once each.
+    cached = {}
+
+    def remembers_the_first_list(folder, computation):
+        approvals = cached.setdefault("list", read_approvals(folder))
+        return sent(computation) in approvals
+
+    wrong = {
+        lambda folder, c: fingerprint(c) in read_approvals(folder): "not the whole computation",
+        lambda folder, c: sent(c) in (folder / APPROVALS).read_text(): "A line that starts with # is a comment",
+        remembers_the_first_list: "read it at every call",
+        lambda folder, c: "notebook 08's training" in read_approvals(folder).values(): "Compare fingerprints",
+        lambda folder, c: True: "Its fingerprint is not on the list",
+        lambda folder, c: False: "fingerprint(site_part(...))",
+        lambda folder, c: "yes" if sent(c) in read_approvals(folder) else "": "return True or False",
+        lambda folder, c: read_approvals(folder)[sent(c)] is not None: "it raised KeyError",
+    }
+    for answer, hint in wrong.items():
+        result = exercises.check_would_run(answer, folder, approved, changed)
+        assert not result.passed and hint in result.message, (hint, result.message)
+    assert (folder / APPROVALS).read_text() == before
+
+    with pytest.raises(ValueError, match="needs `approved` to be on the list"):
+        exercises.check_would_run(solution, folder, changed, approved)

@@ -625,3 +625,72 @@ def check_group_by_site(group_by_site, catalogue: Mapping[str, list[str]]) -> Ch
             break
     return _verdict(problems, f"Each client goes to its site, in the round's order, over "
                               f"{len(rounds)} rounds; a client no site holds is refused by name.")
+
+
+def check_would_run(would_run, folder, approved, changed) -> CheckResult:
+    """Exercise 08: a function that tells whether a site's gatekeeper would let a computation run.
+
+    `would_run(folder, computation)` must return True when the fingerprint of
+    what the site is sent of `computation` is on the approval list in
+    `folder`, and False otherwise. Tried on a copy of `folder` (so the site's
+    own list is never touched): with `approved` (on the list) and `changed`
+    (not on it); then with the approval withdrawn (its line commented out);
+    then with a line that has `approved`'s description but another
+    fingerprint.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tutorial_helpers.gatekeeper import APPROVALS, fingerprint, read_approvals, site_part
+
+    wanted = fingerprint(site_part(approved))
+    approvals = read_approvals(folder)
+    if wanted not in approvals:
+        raise ValueError(f"check_would_run needs `approved` to be on the list in {folder}: approve it first.")
+    with tempfile.TemporaryDirectory(prefix="kit-exercise-08-") as scratch:
+        copy_ = Path(scratch) / "gatekeeper"
+        shutil.copytree(folder, copy_, ignore=shutil.ignore_patterns("audit.log"))
+        approvals_file = copy_ / APPROVALS
+        original = approvals_file.read_text()
+        withdrawn = "".join(f"# {line}" if line.startswith(wanted) else line
+                            for line in original.splitlines(keepends=True))
+        impostor = f"{'0' * 64} {approvals[wanted]}\n"
+        cases = [
+            (approved, original, True, "the site's approved training, on the list"),
+            (changed, original, False, "a changed model, not on the list"),
+            (approved, withdrawn, False, "the approved training after the site withdrew it (its line commented "
+                                         "out with #)"),
+            (approved, impostor, False, "the approved training, when the list holds only a line with its "
+                                        "description and another fingerprint"),
+        ]
+        problems = []
+        for computation, text, expected, case in cases:
+            approvals_file.write_text(text)
+            try:
+                got = would_run(copy_, computation)
+            except NotImplementedError:
+                return _not_yet("would_run still raises NotImplementedError.", "08_would_run.py")
+            except Exception as e:  # the learner's code may raise anything
+                problems.append(f"For {case} it raised {type(e).__name__}: {e}.")
+                continue
+            if not isinstance(got, (bool, np.bool_)):
+                problems.append(f"For {case} it returned {got!r}: return True or False.")
+            elif bool(got) != expected:
+                problems.append(f"For {case} it returned {got}, not {expected}. " + _WOULD_RUN_HINTS[case])
+    return _verdict(problems, "It fingerprints what the site is sent and reads the site's list as it is now, "
+                              "as the gatekeeper does.")
+
+
+_WOULD_RUN_HINTS = {
+    "the site's approved training, on the list":
+        "The gatekeeper fingerprints what the site is sent of a computation: `fingerprint(site_part(...))`, "
+        "not the whole computation.",
+    "a changed model, not on the list":
+        "Its fingerprint is not on the list: look the fingerprint up among the list's fingerprints.",
+    "the approved training after the site withdrew it (its line commented out with #)":
+        "A line that starts with # is a comment: read the list with `read_approvals(folder)`, and read it at "
+        "every call, since the site may edit it at any time.",
+    "the approved training, when the list holds only a line with its description and another fingerprint":
+        "Compare fingerprints, not descriptions: anyone can write a description.",
+}
