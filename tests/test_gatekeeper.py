@@ -139,8 +139,15 @@ def test_a_changed_model_is_refused_at_every_site_with_its_fingerprint(sites, ga
         site_dataset_computation(), tff.learning.algorithms.build_weighted_fed_avg(
             two_layers, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.02)))
     expected = fingerprint(site_part(other.next))
-    with pytest.raises(PermissionError, match=rf"Site '(hospital|clinic|practice)' refused computation {expected}"):
-        other.next(other.initialize(), ids)
+    _, _, roots, folders = sites
+    before = {site: len(refusals(folder)) for site, folder in folders.items()}
+    with create_site_context(roots=roots, gatekeepers=gatekeepers(folders), min_sites=1):  # Every site tries.
+        with pytest.raises(RuntimeError, match=rf"(?s)Only 0 of the round's 3 sites answered.*Site 'hospital' "
+                                               rf"refused computation {expected}"):
+            other.next(other.initialize(), ids)
+    for site, folder in folders.items():
+        (refused,) = refusals(folder)[before[site]:]
+        assert expected in refused["detail"], site
 
 
 def test_what_changes_a_fingerprint_and_what_does_not():
@@ -266,3 +273,84 @@ def test_a_site_killed_behind_its_gatekeeper_is_an_error_naming_it_and_nothing_i
     assert not worker_pids() & set(pids)
     assert not psutil.pid_exists(keeper.pid) and not psutil.pid_exists(binary.pid)
     assert "worker ended with code -9" in (folders["clinic"] / gatekeeper.AUDIT_LOG).read_text()
+
+
+def test_the_gate_refuses_what_is_nested_reused_or_unreadable_and_logs_each_on_one_line(tmp_path):
+    """Without a worker: what the gatekeeper checks in each request, and its log's lines."""
+    from tensorflow_federated.proto.v0 import computation_pb2, executor_pb2
+
+    from tutorial_helpers.gatekeeper import AuditLog, Gate, Refused
+
+    def proto(computation):
+        native = tff.backends.native.desugar_and_transform_to_native(computation)
+        return type(native).get_proto(native)
+
+    @tff.tensorflow.computation(np.int32)
+    def add_one(x):
+        return x + 1
+
+    @tff.tensorflow.computation(np.int32)
+    def double(x):
+        return x * 2
+
+    approved = {fingerprint(proto(add_one)): "add one", fingerprint(proto(double)): "double"}
+    log = AuditLog(tmp_path / gatekeeper.AUDIT_LOG)
+    gate = Gate("clinic", approved, log, "127.0.0.1:1")  # No worker: nothing is forwarded here.
+    try:
+        value = executor_pb2.Value()
+        value.struct.element.add().value.computation.CopyFrom(proto(add_one))
+        assert gate.check_value(value) == [fingerprint(proto(add_one))]
+        value.struct.element.add().value.federated.value.add().computation.CopyFrom(proto(read_file_computation()))
+        with pytest.raises(Refused, match="Site 'clinic' refused computation"):
+            gate.check_value(value)  # An unapproved computation two levels down.
+        value = executor_pb2.Value()
+        value.federated.value.add().sequence.serialized_graph_def = b"a dataset"
+        with pytest.raises(Refused, match="refused a dataset"):
+            gate.check_value(value)
+
+        # The worker keeps compiled TensorFlow by cache key alone: a key cannot come back with another graph.
+        first, second = computation_pb2.Computation(), computation_pb2.Computation()
+        first.CopyFrom(proto(add_one))
+        second.CopyFrom(proto(double))
+        first.tensorflow.cache_key.id = second.tensorflow.cache_key.id = 7
+        assert gate._fingerprint(first) == fingerprint(proto(add_one))
+        with pytest.raises(Refused, match="cache key that this worker already holds for another one"):
+            gate._fingerprint(second)
+        assert fingerprint(second) == fingerprint(proto(double))  # The fingerprint itself ignores the key.
+
+        log.write("CreateValue in=1 out=0 verdict=error -- the worker said:\n2026-01-01T00:00:00Z Compute "
+                  "in=1 out=1 verdict=forwarded")
+    finally:
+        gate.close()
+        log.close()
+    lines = (tmp_path / gatekeeper.AUDIT_LOG).read_text().splitlines()
+    assert len(lines) == 1 and "\\n2026" in lines[0]
+    assert [c["verdict"] for c in read_audit_log(tmp_path)] == ["error"]
+
+
+def read_file_computation():
+    @tff.tensorflow.computation(np.str_)
+    def read_file(path):
+        return tf.io.read_file(path)
+
+    return read_file
+
+
+def test_function_names_are_renumbered_without_merging_two_names():
+    renames = gatekeeper._function_renames(["__inference_f_5", "__inference_f_05", "__inference_g_12_30", "plain"])
+    assert renames == {"__inference_f_5": "__inference_f_0", "__inference_f_05": "__inference_f_1",
+                       "__inference_g_12_30": "__inference_g_2_3"}
+    assert len(set(renames.values())) == len(renames)
+
+
+def test_a_client_id_that_is_a_path_fails_at_the_site(sites):
+    """An approved computation cannot be pointed at another site's folder by the ids the controller sends."""
+    ids, catalogue, roots, _ = sites
+    stranger = f"../clinic/clients/{catalogue['clinic'][0]}"
+    process = build_site_fed_avg()
+    worker = WorkerProcess(cwd=roots["hospital"])
+    with create_site_context({"hospital": [stranger]}, site_workers={"hospital": worker}):
+        with pytest.raises(RuntimeError, match="(?s)Site 'hospital' .*Not a client id"):
+            process.next(process.initialize(), [stranger])
+    with pytest.raises(ValueError, match="A description must be one line"):
+        approve(roots["hospital"].parent / "unused", {"training\u2028e3b0 forged": process.next})

@@ -16,7 +16,8 @@ worker, in the same private network, and is the only way in:
   other computation, and any dataset sent from outside (a site loads its own
   data), is refused before the worker sees it, with an error that names the
   site and the fingerprint.
-* It refuses to send back an answer larger than the site's limit.
+* It refuses to send back an answer larger than the site's limit (each
+  answer; the number of answers is not limited).
 * It appends one line per call to the site's audit log, `audit.log`: the
   call, its bytes in and out, and what the gatekeeper did. Lines are only
   ever appended.
@@ -27,9 +28,12 @@ TensorFlow graphs inside are serialized in a fixed order, and the numbers
 TensorFlow appends to the names of traced functions (a counter over the
 whole process, so they depend on what was traced before) are replaced by
 their order, debug information is left out, and TFF's variable names (which
-start with a random prefix) are numbered in order. What still changes a fingerprint is what should: the model,
-the optimizer and its learning rate, the preprocessing, the data loading,
-and the versions of TFF and TensorFlow that build the graphs.
+start with a random prefix) are numbered in order. What still changes a
+fingerprint is what the computation does: the model, the loss, the
+optimizer's kind, the preprocessing, the data loading, and the versions of
+TFF and TensorFlow that build the graphs. Not the learning rates: TFF's
+optimizers keep them in the state, which reaches the site as a value, and the
+gatekeeper checks no values.
 
 The gatekeeper process imports no TensorFlow: the protocol buffers it needs
 are plain Python modules, loaded without their packages' heavy `__init__`.
@@ -47,6 +51,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Mapping
 from concurrent import futures
@@ -98,9 +103,10 @@ _COUNTERS = re.compile(r"^(.*?)((?:_\d+)+)$")
 def _function_renames(names: list[str]) -> dict[str, str]:
     """New names for a graph's functions: each trailing number replaced by its rank among them all."""
     parts = {name: _COUNTERS.match(name) for name in names}
-    numbers = sorted({int(n) for m in parts.values() if m for n in m.group(2).split("_")[1:]})
+    # Ranked as written (by length, then digits: numeric order), so "5" and "05" stay apart.
+    numbers = sorted({n for m in parts.values() if m for n in m.group(2).split("_")[1:]}, key=lambda n: (len(n), n))
     rank = {n: i for i, n in enumerate(numbers)}
-    return {name: m.group(1) + "".join(f"_{rank[int(n)]}" for n in m.group(2).split("_")[1:])
+    return {name: m.group(1) + "".join(f"_{rank[n]}" for n in m.group(2).split("_")[1:])
             for name, m in parts.items() if m}
 
 
@@ -121,8 +127,9 @@ def _rename(message, renames: Mapping[str, str]) -> None:
             texts = [item.decode("utf-8", "replace") if is_bytes else item for item in items]
             if not any(text in renames for text in texts):
                 continue
-            new = [renames.get(text, text) for text in texts]
-            new = [text.encode() for text in new] if is_bytes else new
+            # Only the names are replaced; every other item stays as it was, byte for byte.
+            new = [(renames[text].encode() if is_bytes else renames[text]) if text in renames else item
+                   for text, item in zip(texts, items, strict=True)]
             if field.label == field.LABEL_REPEATED:
                 value[:] = new
             else:
@@ -163,6 +170,16 @@ def fingerprint(computation) -> str:
     (`tensorflow_federated.proto.v0.computation_pb2.Computation`) or the
     serialized bytes of one.
     """
+    return _canonical(computation)[0]
+
+
+def _canonical(computation) -> tuple[str, dict[int, str]]:
+    """The fingerprint, and {cache key id: SHA-256 of that TensorFlow part} for the parts that have one.
+
+    The worker keeps the TensorFlow parts it has compiled by their cache key
+    alone; the gatekeeper uses the second value to refuse a key sent again
+    with another graph.
+    """
     from tensorflow_federated.proto.v0 import computation_pb2
 
     proto = computation_pb2.Computation()
@@ -174,11 +191,17 @@ def fingerprint(computation) -> str:
         proto.CopyFrom(type(computation).get_proto(computation))  # A tff.Computation.
     parts = list(_computations_in(proto))
     names: dict[str, str] = {}  # TFF names its variables with a random prefix: number them in order.
+    keys: dict[int, str] = {}
     for part in parts:
         kind = part.WhichOneof("computation")
         if kind == "tensorflow":
+            key = part.tensorflow.cache_key.id if part.tensorflow.HasField("cache_key") else None
             part.tensorflow.ClearField("cache_key")  # A random id, new in every process.
             part.tensorflow.graph_def.value = _canonical_graph(part.tensorflow.graph_def.value)
+            if key is not None:
+                digest = hashlib.sha256(part.tensorflow.SerializeToString(deterministic=True)).hexdigest()
+                if keys.setdefault(key, digest) != digest:
+                    keys[key] = ""  # One key, two graphs in one computation: never consistent.
     for part in parts:
         kind = part.WhichOneof("computation")
         bound = ([getattr(part, "lambda").parameter_name] if kind == "lambda" else
@@ -195,7 +218,7 @@ def fingerprint(computation) -> str:
                 local.name = names.get(local.name, local.name)
         elif kind == "reference":
             part.reference.name = names.get(part.reference.name, part.reference.name)
-    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest(), keys
 
 
 def site_part(computation):
@@ -243,7 +266,7 @@ def approve(folder: str | os.PathLike, computations: Mapping[str, object]) -> di
     approved = read_approvals(folder)
     added = {}
     for description, computation in computations.items():
-        if "\n" in description:
+        if description.splitlines() != [description]:
             raise ValueError(f"A description must be one line, got {description!r}.")
         value = fingerprint(site_part(computation))
         if value not in approved and value not in added:
@@ -270,6 +293,8 @@ class AuditLog:
 
     def write(self, text: str) -> None:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # Text from the controller or the worker (in errors) cannot start a line of its own.
+        text = text.encode("unicode_escape").decode("ascii")
         line = f"{stamp} {text}\n".encode()
         with self._lock:
             os.write(self._fd, line)  # One write per line, at the end: O_APPEND.
@@ -287,7 +312,8 @@ def read_audit_log(folder: str | os.PathLike) -> list[dict[str, str]]:
     entries = []
     for line in (path.read_text().splitlines() if path.exists() else []):
         head, _, detail = line.partition(" -- ")
-        stamp, call, *pairs = head.split(" ")
+        stamp, _, rest = head.partition(" ")
+        call, *pairs = rest.split(" ") if rest else [""]
         fields = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
         if "verdict" in fields:  # Not the lines that say the gatekeeper started or stopped.
             entries.append({"time": stamp, "call": call, **fields, "detail": detail})
@@ -304,7 +330,8 @@ class Gatekeeper:
     Attributes:
       folder: the gatekeeper's folder, with the site's approval list
         (`approved.txt`, made by `approve`) and its audit log (`audit.log`).
-        Keep it outside the site's data root, so the worker cannot change it.
+        Keep it outside the site's data root; where the worker runs as a
+        user of its own (`WorkerProcess(user=...)`), that user cannot change it.
       site: the site's name, in errors and the log.
       max_result_bytes: the largest answer the site sends back; None for no
         limit.
@@ -327,7 +354,7 @@ class Gatekeeper:
     def command(self, worker: list[str], *, worker_port: int, port: int,
                 worker_user: tuple[int, int] | None = None) -> list[str]:
         """The command that runs this gatekeeper on `port` in front of `worker` (which listens on `worker_port`)."""
-        return [sys.executable, "-m", __name__, "serve", f"--site={self.site}",
+        return [sys.executable, "-P", "-m", __name__, "serve", f"--site={self.site}",
                 f"--folder={os.path.abspath(self.folder)}", f"--port={port}", f"--worker-port={worker_port}",
                 f"--max-result-bytes={self.max_result_bytes or 0}",
                 *([] if worker_user is None else [f"--worker-user={worker_user[0]}:{worker_user[1]}"]),
@@ -356,25 +383,32 @@ class Gate:
         self._executor_pb2 = executor_pb2
         self._channel = grpc.insecure_channel(worker, _GRPC_OPTIONS)
         self._forward = {method: self._channel.unary_unary(f"/{SERVICE}/{method}") for method in METHODS}
-        self._known: dict[bytes, str] = {}  # sha256 of a computation's bytes -> its fingerprint
+        self._known: dict[bytes, tuple[str, dict[int, str]]] = {}  # sha256 of a computation's bytes -> _canonical
+        self._cache_keys: dict[int, str] = {}  # cache key id -> the TensorFlow part the worker compiled for it
+        self._lock = threading.Lock()
 
     def _fingerprint(self, computation) -> str:
         raw = computation.SerializeToString()
-        key = hashlib.sha256(raw).digest()
-        if key not in self._known:
-            self._known[key] = fingerprint(raw)
-        return self._known[key]
+        digest = hashlib.sha256(raw).digest()
+        if digest not in self._known:
+            self._known[digest] = _canonical(raw)
+        found, keys = self._known[digest]
+        if found not in self.approvals:
+            raise Refused(f"Site {self.site!r} refused computation {found}: it is not on the site's approval "
+                          f"list ({APPROVALS}). The site's owner approves computations with `python -m "
+                          "tutorial_helpers.gatekeeper approve`.")
+        with self._lock:  # The worker runs a TensorFlow part it compiled before by its cache key alone.
+            if any(self._cache_keys.get(key, part) != part or not part for key, part in keys.items()):
+                raise Refused(f"Site {self.site!r} refused computation {found}: it names a TensorFlow part by "
+                              "a cache key that this worker already holds for another one.")
+            self._cache_keys.update(keys)
+        return found
 
     def check_value(self, value) -> list[str]:
         """The fingerprints of the approved computations in `value`; raises Refused for anything else."""
         which = value.WhichOneof("value")
         if which == "computation":
-            found = self._fingerprint(value.computation)
-            if found not in self.approvals:
-                raise Refused(f"Site {self.site!r} refused computation {found}: it is not on the site's approval "
-                              f"list ({APPROVALS}). The site's owner approves computations with `python -m "
-                              "tutorial_helpers.gatekeeper approve`.")
-            return [found]
+            return [self._fingerprint(value.computation)]
         if which == "sequence":
             raise Refused(f"Site {self.site!r} refused a dataset sent to it: a site loads its own data, and "
                           "takes no datasets from outside.")
@@ -405,6 +439,10 @@ class Gate:
             self.log.write(f"{method} in={len(request)} out=0 verdict=error code={e.code().name} -- "
                            f"{(e.details() or '')[:200]}")
             context.abort(e.code(), e.details() or "")
+        except Exception as e:  # A request the gatekeeper cannot read: refused, and logged like the rest.
+            message = f"Site {self.site!r} refused a request it could not read: {type(e).__name__}: {e}"
+            self.log.write(f"{method} in={len(request)} out=0 verdict=refused -- {message}")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         self.log.write(f"{method} in={len(request)} out={len(answer)} verdict=forwarded"
                        + (f" -- {note}" if note else ""))
         return answer
@@ -434,13 +472,20 @@ def _serve(args) -> int:
         print(f"gatekeeper: site {args.site!r}: {e}", file=sys.stderr, flush=True)
         return 2
     user = None if args.worker_user is None else tuple(int(p) for p in args.worker_user.split(":"))
-    worker = launcher.start_command(args.command, user)
-    stop = threading.Event()
+    stop = threading.Event()  # Before the worker starts: a stop while it starts is heard.
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    worker = launcher.start_command(args.command, user)
     server = gate = None
     try:
-        launcher._wait_for_port(args.worker_port, worker, timeout=60)
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and worker.poll() is None and not _listens(args.worker_port):
+            if time.monotonic() > deadline:
+                log.write(f"gatekeeper for site {args.site!r}: the worker did not listen within 60 s")
+                stop.set()
+            stop.wait(0.05)
+        if stop.is_set() or worker.poll() is not None:
+            raise launcher._CommandEnded
         gate = Gate(args.site, approvals, log, f"127.0.0.1:{args.worker_port}",
                     None if args.max_result_bytes <= 0 else args.max_result_bytes)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=_GRPC_OPTIONS)
@@ -477,6 +522,16 @@ def _serve(args) -> int:
             signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code or 1
+
+
+def _listens(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def _load(target: str) -> Callable[[], Mapping[str, object]]:

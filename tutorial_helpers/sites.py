@@ -156,7 +156,9 @@ def site_dataset_computation(
 
     Run in a worker whose working directory is a site's root, it opens that
     site's `clients/<id>.tfrecord`; the elements are those of TFF's EMNIST
-    (`label`, `pixels` 28x28), then `preprocess_fn`.
+    (`label`, `pixels` 28x28), then `preprocess_fn`. An id that is not
+    letters, digits and `_` (a path such as `../clinic/clients/x`) fails at
+    the site, so an approved computation cannot be pointed at another folder.
     """
 
     @tff.tensorflow.computation(tf.string)
@@ -166,7 +168,11 @@ def site_dataset_computation(
             return collections.OrderedDict(label=tf.cast(example["label"][0], tf.int32),
                                            pixels=tf.reshape(example["pixels"], [28, 28]))
 
-        path = tf.strings.join([CLIENTS_FOLDER + "/", client_id, ".tfrecord"])  # client_file(client_id)
+        # An id is letters, digits and _ only: "../other-site/clients/x" must not reach another folder.
+        checked = tf.debugging.Assert(tf.strings.regex_full_match(client_id, "[A-Za-z0-9_]+"),
+                                      ["Not a client id (letters, digits and _ only):", client_id])
+        with tf.control_dependencies([checked]):
+            path = tf.strings.join([CLIENTS_FOLDER + "/", client_id, ".tfrecord"])  # client_file(client_id)
         return preprocess_fn(tf.data.TFRecordDataset(path).map(parse))
 
     return dataset_for
@@ -189,7 +195,7 @@ def fed_avg_computations() -> dict[str, tff.Computation]:
 
     ``python -m tutorial_helpers.gatekeeper approve FOLDER tutorial_helpers.sites:fed_avg_computations``
     """
-    return {"Federated Averaging round, client SGD 0.02, server SGD 1.0 (sites.build_site_fed_avg)":
+    return {"Federated Averaging round (sites.build_site_fed_avg; learning rates come in the state)":
             build_site_fed_avg().next,
             "federated evaluation (sites.build_site_fed_eval)": build_site_fed_eval().next}
 

@@ -241,7 +241,8 @@ class ManagedProcess:
         self.description = description
         if not sys.platform.startswith("linux"):
             _warn_no_parent_death_signal()
-        command = [sys.executable, "-m", launcher.__name__, f"--parent={os.getpid()}"]
+        # -P: the child's working directory (a site's data root) is not put on its import path.
+        command = [sys.executable, "-P", "-m", launcher.__name__, f"--parent={os.getpid()}"]
         socket_dir = None
         if private_network:
             _remove_orphaned_folders()
