@@ -59,12 +59,16 @@ def pytest_sessionstart(session):
 def pytest_sessionfinish(session, exitstatus):
     leaked = worker_pids() - session.config.stash.get("workers_before", set())
     if leaked:
+        commands = {}
         for pid in leaked:  # Stop them, so a pipe reader (CI) is not left waiting.
             try:
+                commands[pid] = " ".join(psutil.Process(pid).cmdline())[:300]
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+            except (ProcessLookupError, psutil.Error):
                 pass
         print(f"\nFAILED: kit processes (TFF workers, data services) outlived the test session: {sorted(leaked)}")
+        for pid, command in sorted(commands.items()):
+            print(f"  {pid}: {command}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -251,6 +251,23 @@ class KillOnCompute(ChannelAudit):
             os.kill(self.victim.pid, signal.SIGKILL)
 
 
+def kill_the_clinic_mid_round(process, catalogue, workers, audit, ids) -> list[int]:
+    """Runs a round in which `audit` kills `audit.victim` when the clinic is sent its computation.
+
+    The round must fail with an error naming the clinic and its clients; returns the pids of the
+    context's workers (all stopped once it is closed).
+    """
+    with create_site_context(catalogue, site_workers=workers) as ctx:
+        state = process.initialize()
+        audit.armed = True
+        clinic = ", ".join(repr(c) for c in catalogue["clinic"])
+        with pytest.raises(RuntimeError, match=rf"Site 'clinic' .* failed its part of the round, for clients "
+                                               rf"{clinic}: .*is not running: it was killed by SIGKILL"):
+            process.next(state, ids)
+        assert not audit.armed  # It was killed mid-round, not before.
+        return [w.pid for w in ctx.workers]
+
+
 def test_a_site_killed_mid_round_is_an_error_naming_it_and_its_clients(setting, site_roots):
     """The clinic's worker is killed when the controller sends it the round's computation."""
     ids, catalogue, _ = setting
@@ -261,15 +278,7 @@ def test_a_site_killed_mid_round_is_an_error_naming_it_and_its_clients(setting, 
     workers = {site: WorkerProcess(cwd=root, audit=audit if site == "clinic" else None)
                for site, root in site_roots.items()}
     audit.victim = workers["clinic"]
-    with create_site_context(catalogue, site_workers=workers) as ctx:
-        state = site_process.initialize()
-        audit.armed = True
-        clinic = ", ".join(repr(c) for c in catalogue["clinic"])
-        with pytest.raises(RuntimeError, match=rf"Site 'clinic' .* failed its part of the round, for clients "
-                                               rf"{clinic}: .*is not running: it was killed by SIGKILL"):
-            site_process.next(state, ids)
-        assert not audit.armed  # It was killed mid-round, not before.
-        pids = [w.pid for w in ctx.workers]
+    pids = kill_the_clinic_mid_round(site_process, catalogue, workers, audit, ids)
     assert not worker_pids() & set(pids)
 
 
@@ -430,7 +439,7 @@ def test_behind_a_gatekeeper_the_site_user_runs_the_worker_and_cannot_touch_the_
 
     import psutil
 
-    from tutorial_helpers.gatekeeper import AUDIT_LOG, Gatekeeper, approve
+    from tutorial_helpers.gatekeeper import AUDIT_LOG, Gatekeeper, approve, read_audit_log
     from tutorial_helpers.sites import build_site_fed_avg, fed_avg_computations
 
     train_data, _ = emnist
@@ -457,11 +466,12 @@ def test_behind_a_gatekeeper_the_site_user_runs_the_worker_and_cannot_touch_the_
         assert result.metrics["client_work"]["train"]["num_examples"] > 0
     clinic = pwd.getpwnam(site_users["clinic"])
     log = folders["clinic"] / AUDIT_LOG
-    assert "verdict=forwarded" in log.read_text()
+    calls = read_audit_log(folders["clinic"])
+    assert "Compute" in [c["call"] for c in calls if c["verdict"] == "forwarded"]  # The round's answer left.
     tamper = subprocess.run(["setpriv", f"--reuid={clinic.pw_uid}", f"--regid={clinic.pw_gid}", "--clear-groups",
                              "sh", "-c", f"echo forged >> {log}"], capture_output=True, text=True, check=False)
     assert tamper.returncode != 0 and "Permission denied" in tamper.stderr
-    assert "forged" not in log.read_text()
+    assert read_audit_log(folders["clinic"]) == calls and "forged" not in log.read_text()
     assert not worker_pids() & {w.pid for w in ctx.workers}
 
 

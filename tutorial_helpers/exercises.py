@@ -636,7 +636,7 @@ def check_would_run(would_run, folder, approved, changed) -> CheckResult:
     own list is never touched): with `approved` (on the list) and `changed`
     (not on it); then with the approval withdrawn (its line commented out);
     then with a line that has `approved`'s description but another
-    fingerprint.
+    fingerprint; then with a fingerprint that shares only its first half.
     """
     import shutil
     import tempfile
@@ -656,6 +656,8 @@ def check_would_run(would_run, folder, approved, changed) -> CheckResult:
         withdrawn = "".join(f"# {line}" if line.startswith(wanted) else line
                             for line in original.splitlines(keepends=True))
         impostor = f"{'0' * 64} {approvals[wanted]}\n"
+        # Shares the approved fingerprint's first 32 digits: a prefix match would accept it.
+        near_miss = f"{wanted[:32]}{'0' * 32 if wanted[32:] != '0' * 32 else '1' * 32} {approvals[wanted]}\n"
         cases = [
             (approved, original, True, "the site's approved training, on the list"),
             (changed, original, False, "a changed model, not on the list"),
@@ -663,6 +665,8 @@ def check_would_run(would_run, folder, approved, changed) -> CheckResult:
                                          "out with #)"),
             (approved, impostor, False, "the approved training, when the list holds only a line with its "
                                         "description and another fingerprint"),
+            (approved, near_miss, False, "the approved training, when the list holds only a fingerprint that "
+                                         "starts with the same 32 digits as its own"),
         ]
         problems = []
         for computation, text, expected, case in cases:
@@ -693,4 +697,6 @@ _WOULD_RUN_HINTS = {
         "every call, since the site may edit it at any time.",
     "the approved training, when the list holds only a line with its description and another fingerprint":
         "Compare fingerprints, not descriptions: anyone can write a description.",
+    "the approved training, when the list holds only a fingerprint that starts with the same 32 digits as its own":
+        "Compare whole fingerprints: a prefix can be matched by another computation made to share it.",
 }

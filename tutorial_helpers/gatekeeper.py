@@ -481,10 +481,12 @@ def _serve(args) -> int:
         deadline = time.monotonic() + 60
         while not stop.is_set() and worker.poll() is None and not _listens(args.worker_port):
             if time.monotonic() > deadline:
-                log.write(f"gatekeeper for site {args.site!r}: the worker did not listen within 60 s")
-                stop.set()
+                message = f"gatekeeper for site {args.site!r}: the worker did not listen within 60 s"
+                log.write(message)
+                print(message, file=sys.stderr, flush=True)  # Into the kit's log of the process, for its error.
+                break
             stop.wait(0.05)
-        if stop.is_set() or worker.poll() is not None:
+        if stop.is_set() or worker.poll() is not None or not _listens(args.worker_port):
             raise launcher._CommandEnded
         gate = Gate(args.site, approvals, log, f"127.0.0.1:{args.worker_port}",
                     None if args.max_result_bytes <= 0 else args.max_result_bytes)
@@ -504,13 +506,7 @@ def _serve(args) -> int:
             server.stop(grace=0)
         if gate is not None:
             gate.close()
-        if worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=4)
-            except Exception:
-                worker.kill()
-                worker.wait()
+        launcher.stop_command(worker)
         code = worker.returncode
         log.write(f"gatekeeper stopped for site {args.site!r}: worker "
                   + ("stopped by the kit" if stop.is_set() else f"ended with code {code}"))

@@ -199,6 +199,17 @@ def start_command(command: list[str], user: tuple[int, int] | None = None) -> su
             os.close(fd)
 
 
+def stop_command(child: subprocess.Popen, timeout: float = 4) -> None:
+    """Stops `child` if it still runs: SIGTERM, then SIGKILL after `timeout` seconds; waits for it."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
                    user: tuple[int, int] | None = None, user_namespace: bool = True) -> int:
     enter_private_network(user_namespace=user_namespace and user is None)
@@ -210,13 +221,7 @@ def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
     except _CommandEnded:
         code = child.returncode
     finally:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=4)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        stop_command(child)
         try:
             os.unlink(socket_path)
         except FileNotFoundError:
