@@ -534,6 +534,73 @@ def test_a_round_goes_on_without_a_site_that_leaves_and_uses_it_again_when_it_co
     assert not worker_pids() & set(pids)
 
 
+class FreezeOnCompute(ChannelAudit):
+    """An audit that, once `armed`, freezes `victim`'s worker_binary (SIGSTOP) when it is sent a round's `compute`."""
+
+    armed = False
+    victim = None
+    frozen = None
+
+    def record(self, direction, method, message):
+        super().record(direction, method, message)
+        if self.armed and direction == "sent" and method == "compute":
+            import psutil
+
+            self.armed = False
+            (self.frozen,) = [p for p in psutil.Process(self.victim.pid).children(recursive=True)
+                              if p.name() == "worker_binary"]
+            self.frozen.suspend()
+
+
+def test_a_site_that_stops_answering_is_dropped_after_its_timeout_and_used_again_when_it_answers(
+        setting, site_roots):
+    """The clinic's worker freezes mid-round: the round waits its call_timeout, then goes on without it.
+
+    The next round asks the clinic first (sites.PING_TIMEOUT) and drops it at once; once the worker
+    runs again, the clinic answers that question and takes part again, without replace_site.
+    """
+    import time
+
+    from tutorial_helpers.sites import PING_TIMEOUT
+
+    ids, catalogue, _ = setting
+    site_process = tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg())
+    audit = FreezeOnCompute()
+    workers = {site: WorkerProcess(cwd=root, call_timeout=6, audit=audit if site == "clinic" else None)
+               for site, root in site_roots.items()}
+    audit.victim = workers["clinic"]
+    others = [client for client in ids if client not in catalogue["clinic"]]
+    with create_site_context(catalogue, site_workers=workers, min_sites=2) as ctx:
+        state = site_process.initialize()
+        audit.armed = True
+        started = time.monotonic()
+        survived = site_process.next(state, ids)
+        waited = time.monotonic() - started
+        assert audit.frozen is not None and waited >= 6  # It waited for the clinic, no longer than it had to.
+        clients, reason = ctx.last_round.dropped["clinic"]
+        assert list(ctx.last_round.dropped) == ["clinic"] and clients == catalogue["clinic"]
+        assert "did not answer within 6 s" in reason and ctx.absent.keys() == {"clinic"}
+
+        started = time.monotonic()
+        again = site_process.next(survived.state, ids)
+        assert time.monotonic() - started < waited  # Asked for PING_TIMEOUT s, not another call_timeout.
+        assert "does not answer yet" in ctx.last_round.dropped["clinic"][1]
+        assert ctx.last_round.returned == []
+
+        audit.frozen.resume()
+        back = site_process.next(again.state, ids)
+        assert ctx.last_round.dropped == {} and ctx.last_round.returned == ["clinic"] and not ctx.absent
+        pids = [w.pid for w in ctx.workers]
+
+    with create_site_context(catalogue, roots=site_roots):
+        without = site_process.next(state, others)
+    assert survived.metrics == without.metrics  # The frozen site's clients are left out, nothing else.
+    assert back.metrics["client_work"]["train"]["num_examples"] > again.metrics["client_work"]["train"]["num_examples"]
+    assert PING_TIMEOUT < 6
+    assert not worker_pids() & set(pids)
+
+
 def test_below_min_sites_the_round_fails_naming_every_site_that_did_not_answer(setting, site_roots):
     ids, catalogue, _ = setting
     site_process = tff.simulation.compose_dataset_computation_with_learning_process(

@@ -59,13 +59,17 @@ from tutorial_helpers import model
 from tutorial_helpers.gatekeeper import Gatekeeper
 from tutorial_helpers.runtime.contexts import CONTEXT_ARGS, ClosableContext, executor_factory
 from tutorial_helpers.runtime.tff_private import AsyncThreadRunner
-from tutorial_helpers.worker_process import ChannelAudit, Worker, WorkerProcess
+from tutorial_helpers.worker_process import ChannelAudit, Worker, WorkerProcess, ping
 
 __all__ = ["RoundReport", "SiteContext", "client_file", "create_site_context", "example_probes", "read_catalogue", "sample_clients",
            "site_dataset_computation", "write_site"]
 
 CLIENTS_FOLDER = "clients"  # In a site's root; a client's file is clients/<id>.tfrecord.
 CATALOGUE = "catalogue.json"
+
+
+# How long a site that failed an earlier round has to answer before a round goes on without it.
+PING_TIMEOUT = 2.0
 
 
 def client_file(client_id: str) -> str:
@@ -268,11 +272,13 @@ class RoundReport:
 
     `dropped` maps each site that failed its part to (its clients in that
     round, the reason); those clients' updates and metrics are not in the
-    result. Empty when every site answered.
+    result. Empty when every site answered. `returned` lists the sites that
+    had failed in an earlier round and took part again in this one.
     """
 
     sites: list[str]
     dropped: dict[str, tuple[list[str], str]] = dataclasses.field(default_factory=dict)
+    returned: list[str] = dataclasses.field(default_factory=list)  # Sites that had left and answered again.
 
     @property
     def dropped_clients(self) -> list[str]:
@@ -305,6 +311,7 @@ class _SiteRouting(tff.framework.SyncContext):
         context = self._context
         self.min_sites = min_sites
         self.last_round: RoundReport | None = None
+        self.absent: dict[str, str] = {}  # Sites that failed a round, and why; asked again before each round.
         self.sites = dict(sites)
         self.catalogue = {site: list(clients) for site, clients in catalogue.items()}
         self.aggregator = aggregator
@@ -327,6 +334,7 @@ class _SiteRouting(tff.framework.SyncContext):
             raise KeyError(f"No site {site!r}; the sites are {sorted(self.sites)}.")
         old, self.sites[site] = self.sites[site], worker
         self._site_contexts[site] = self._context(worker)
+        self.absent.pop(site, None)
         if hasattr(self, "workers"):
             self.workers = list(dict.fromkeys([*self.sites.values(), self.aggregator]))
         if old is not worker and old not in self.sites.values() and old is not self.aggregator:
@@ -366,27 +374,40 @@ class _SiteRouting(tff.framework.SyncContext):
         groups = self._groups(clients)
         slices = {site: _take(arg, parameter, positions) for site, positions in groups.items()}
         names = {site: [_client_id(clients[i]) for i in positions] for site, positions in groups.items()}
-        tasks = [asyncio.ensure_future(self._up_to_merge(site, form, slices[site], names[site])) for site in groups]
+        report = RoundReport(sites=list(groups))
+        failures: list[BaseException] = []
+        if self.min_sites is not None:  # A site that left is asked first: is it back?
+            for site in [site for site in groups if site in self.absent]:
+                reason = await self._back(site)
+                if reason is None:
+                    report.returned.append(site)
+                else:
+                    report.dropped[site] = (names[site], reason)
+                    failures.append(self._failed(site, names[site], RuntimeError(reason)))
+        asked = [site for site in groups if site not in report.dropped]
+        tasks = [asyncio.ensure_future(self._up_to_merge(site, form, slices[site], names[site])) for site in asked]
         if self.min_sites is None:  # Any failure fails the round: report it at once, not after the others.
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     for other in tasks:
                         other.cancel()
-                    self.last_round = RoundReport(sites=list(groups))
+                    self.last_round = report
                     raise task.exception()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        report = RoundReport(sites=list(groups))
         partials = {}
-        for site, outcome in zip(groups, outcomes, strict=True):
+        for site, outcome in zip(asked, outcomes, strict=True):
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
             if isinstance(outcome, BaseException):
                 report.dropped[site] = (names[site], str(outcome.__cause__ or outcome))
+                self.absent[site] = report.dropped[site][1]
+                failures.append(outcome)
             else:
                 partials[site] = outcome
+                self.absent.pop(site, None)
+        report.dropped = {site: report.dropped[site] for site in groups if site in report.dropped}
         self.last_round = report
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
         # Failures reach here only with min_sites set (without it the round failed above, at once).
         if failures and len(partials) < min(self.min_sites, len(groups)):
             raise RuntimeError(
@@ -405,11 +426,25 @@ class _SiteRouting(tff.framework.SyncContext):
         try:
             return await self._site_contexts[site].invoke(form.up_to_merge, arg)
         except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                timeout = TimeoutError(f"it did not answer within {self.sites[site].call_timeout:g} s (its "
+                                       "call_timeout)")
+                raise self._failed(site, ids, timeout) from timeout
             if e.code() != grpc.StatusCode.PERMISSION_DENIED:  # Not a site's gatekeeper saying no.
                 raise self._failed(site, ids, e) from e
             raise PermissionError(f"{e.details()} (clients {', '.join(map(repr, ids))})") from None
         except Exception as e:
             raise self._failed(site, ids, e) from e
+
+    async def _back(self, site: str) -> str | None:
+        """None if `site`, which failed an earlier round, answers now; otherwise why it is still left out."""
+        try:
+            ping(self.sites[site], timeout=PING_TIMEOUT)
+        except Exception as e:
+            now = e.details() if isinstance(e, grpc.RpcError) else str(e).split(". Its log")[0]
+            return (f"it failed an earlier round and does not answer yet ({now}); it is asked again before each "
+                    "round, and replace_site gives it a new worker")
+        return None
 
     def _failed(self, site: str, ids: list[str], e: Exception) -> RuntimeError:
         where = ("" if self.client_path is None else
@@ -479,6 +514,7 @@ def create_site_context(
     gatekeepers: Mapping[str, Gatekeeper] | None = None,
     default_num_clients: int = 0,
     private_network: bool | None = None,
+    site_timeout: float | None = 300.0,
 ) -> SiteContext:
     """Returns a context that runs each client's part of a round at the site that holds it.
 
@@ -503,13 +539,19 @@ def create_site_context(
         as long as at least that many of its sites (or all of them, if it
         has fewer) answered: the result then leaves out the failed sites'
         clients, and `last_round` says which were dropped and why. A site
-        whose worker is gone fails again at once in later rounds, until
-        `replace_site` gives it a new one.
+        that failed is asked before each later round whether it answers
+        (`PING_TIMEOUT` seconds); if not, its clients are dropped at once, and
+        if it does (it came back), it takes part again (`last_round.returned`).
+        `replace_site` gives a site a new worker.
       gatekeepers: for each site that has one, its `gatekeeper.Gatekeeper`
         (its approval list, its limit on answers, its audit log), started in
         front of its worker: then the site runs only the computations it
         approved, and a refusal fails the site's part of the round with a
         PermissionError that names the site and the computation's fingerprint.
+      site_timeout: seconds each call to a worker started here may take (a
+        site's whole part of a round is one `compute` call) before the call
+        fails: a site that stops answering then fails its part instead of
+        holding the round forever. None for no limit.
       default_num_clients: for computations whose arguments do not tell.
       private_network: for the workers started here, as in
         `remote_data.create_execution_context`.
@@ -533,7 +575,7 @@ def create_site_context(
 
     def start(cwd=None, user=None, gatekeeper=None) -> WorkerProcess:
         started.append(WorkerProcess(private_network=private_network, cwd=cwd, user=user, gatekeeper=gatekeeper,
-                                     audit=ChannelAudit(tuple(canaries), tuple(probes))))
+                                     audit=ChannelAudit(tuple(canaries), tuple(probes)), call_timeout=site_timeout))
         return started[-1]
 
     users, gatekeepers = dict(users or {}), dict(gatekeepers or {})

@@ -30,6 +30,7 @@ reach that port too.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import time
@@ -61,6 +62,64 @@ _GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", _GRPC_MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE_BYTES),
 ]
+
+
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+        grpc.ClientCallDetails):
+    pass
+
+
+class _Deadline(grpc.UnaryUnaryClientInterceptor):
+    """Gives every call on a channel a deadline: a worker that stops answering fails the call.
+
+    TFF's stub has no deadline of its own, so a worker that hangs would
+    hang its caller too. The call then fails with DEADLINE_EXCEEDED.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def intercept_unary_unary(self, continuation, details, request):
+        if details.timeout is None:
+            details = _CallDetails(details.method, self.seconds, details.metadata, details.credentials,
+                                   details.wait_for_ready, details.compression)
+        return continuation(details, request)
+
+
+def _check_timeout(call_timeout: float | None) -> None:
+    if call_timeout is not None and not call_timeout > 0:
+        raise ValueError(f"call_timeout must be a number of seconds above 0, or None (no limit), got {call_timeout}.")
+
+
+def _with_deadline(channel: grpc.Channel, call_timeout: float | None) -> grpc.Channel:
+    return channel if call_timeout is None else grpc.intercept_channel(channel, _Deadline(call_timeout))
+
+
+def ping(worker: Worker, timeout: float = 2.0) -> None:
+    """Asks `worker` for an executor and gives it back; raises if it does not answer within `timeout` s.
+
+    What a context uses to see whether a worker that failed earlier (it
+    died, or stopped answering) is back. Recorded in the worker's audit if
+    it has one, and in a site's audit log if it has a gatekeeper.
+    """
+    from tensorflow_federated.proto.v0 import computation_pb2, executor_pb2, executor_pb2_grpc
+
+    worker.check_alive()
+    stub = executor_pb2_grpc.ExecutorGroupStub(worker.channel)
+    audit = getattr(worker, "audit", None)
+
+    def call(method: str, name: str, request):
+        if audit is not None:
+            audit.record("sent", name, request)
+        response = getattr(stub, method)(request, timeout=timeout)
+        if audit is not None:
+            audit.record("received", name, response)
+        return response
+
+    clients = executor_pb2.Cardinality(placement=computation_pb2.Placement(uri=tff.CLIENTS.uri), cardinality=1)
+    executor = call("GetExecutor", "get_executor", executor_pb2.GetExecutorRequest(cardinalities=[clients]))
+    call("DisposeExecutor", "dispose_executor", executor_pb2.DisposeExecutorRequest(executor=executor.executor))
 
 
 def worker_binary_path() -> str:
@@ -179,6 +238,7 @@ class Worker(Protocol):
 
     address: str
     stub: _CountingStub  # TFF's gRPC stub, counting the client-placed bytes sent.
+    channel: grpc.Channel  # The channel under `stub`, without its deadline.
 
     def check_alive(self) -> None:
         """Returns if the worker can take calls; raises an error that says why not otherwise."""
@@ -231,6 +291,9 @@ class WorkerProcess(ManagedProcess):
         `tutorial_helpers.sites`); by default this process's.
       audit: a `ChannelAudit` that records every message to and from the
         worker (its bytes, and the canaries it holds); by default none.
+      call_timeout: seconds each call to the worker may take (a round's
+        `compute` included) before it fails with DEADLINE_EXCEEDED; None
+        (the default) for no limit.
       user: the name of a user account to run the worker as (a site's own
         user, owner of its data root `cwd`); root only, and the worker must
         be contained. By default the worker runs as this process's user.
@@ -243,7 +306,9 @@ class WorkerProcess(ManagedProcess):
 
     def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0,
                  private_network: bool | None = None, cwd: str | os.PathLike | None = None,
-                 audit: ChannelAudit | None = None, user: str | None = None, gatekeeper: Gatekeeper | None = None):
+                 audit: ChannelAudit | None = None, user: str | None = None, gatekeeper: Gatekeeper | None = None,
+                 call_timeout: float | None = None):
+        _check_timeout(call_timeout)
         credentials = None if user is None else _credentials(user, private_network)
         if gatekeeper is not None and private_network is False:
             raise ValueError(f"A gatekeeper (site {gatekeeper.site!r}) needs a contained worker: pass "
@@ -275,6 +340,7 @@ class WorkerProcess(ManagedProcess):
             f"--max_concurrent_computation_calls={max_concurrent_computation_calls}",
         ]
         self.gatekeeper = gatekeeper
+        self.call_timeout = call_timeout
         inner_port = self.port
         if gatekeeper is not None:
             args = gatekeeper.command(args, worker_port=self.port, port=_GATEKEEPER_PORT, worker_user=credentials)
@@ -290,7 +356,12 @@ class WorkerProcess(ManagedProcess):
         except BaseException:
             self.stop()
             raise
-        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(self._channel), audit)
+        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(_with_deadline(self._channel, call_timeout)),
+                                  audit)
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channel
 
     @property
     def audit(self) -> ChannelAudit | None:
