@@ -335,11 +335,19 @@ class Gatekeeper:
       site: the site's name, in errors and the log.
       max_result_bytes: the largest answer the site sends back; None for no
         limit.
+      tls: the site's folder from `python -m tutorial_helpers.tls make` (its
+        certificate and key, and the workshop's authority): the gatekeeper
+        then speaks mutual TLS only, and serves only a client whose
+        certificate, from that authority, names `controller`. None: plain
+        gRPC (on one machine, where only this user's processes reach it).
+      controller: the name the controller's certificate must carry.
     """
 
     folder: str | os.PathLike
     site: str = "site"
     max_result_bytes: int | None = None
+    tls: str | os.PathLike | None = None
+    controller: str = "controller"
 
     def __post_init__(self):
         if not Path(self.folder).is_dir():
@@ -350,6 +358,10 @@ class Gatekeeper:
         if self.max_result_bytes is not None and self.max_result_bytes <= 0:
             raise ValueError(f"max_result_bytes must be a positive number of bytes or None, "
                              f"got {self.max_result_bytes}.")
+        if self.tls is not None:
+            from tutorial_helpers.tls import Identity
+
+            Identity(self.tls)  # Missing files are reported here, not in the gatekeeper's log.
 
     def command(self, worker: list[str], *, worker_port: int, port: int,
                 worker_user: tuple[int, int] | None = None) -> list[str]:
@@ -357,6 +369,7 @@ class Gatekeeper:
         return [sys.executable, "-P", "-m", __name__, "serve", f"--site={self.site}",
                 f"--folder={os.path.abspath(self.folder)}", f"--port={port}", f"--worker-port={worker_port}",
                 f"--max-result-bytes={self.max_result_bytes or 0}",
+                *([] if self.tls is None else [f"--tls={os.path.abspath(self.tls)}", f"--controller={self.controller}"]),
                 *([] if worker_user is None else [f"--worker-user={worker_user[0]}:{worker_user[1]}"]),
                 "--", *worker]
 
@@ -368,11 +381,15 @@ class Refused(Exception):
     """A call the gatekeeper does not forward; its message goes to the controller."""
 
 
+class Unauthenticated(Refused):
+    """A call from a client whose certificate is not the controller's."""
+
+
 class Gate:
     """Checks and forwards each executor call to the worker; one per gatekeeper."""
 
     def __init__(self, site: str, approvals: Mapping[str, str], log: AuditLog, worker: str,
-                 max_result_bytes: int | None = None):
+                 max_result_bytes: int | None = None, controller: str | None = None):
         import grpc
         from tensorflow_federated.proto.v0 import executor_pb2
 
@@ -380,6 +397,7 @@ class Gate:
         self.approvals = dict(approvals)
         self.log = log
         self.max_result_bytes = max_result_bytes
+        self.controller = controller  # With TLS: the name the client's certificate must carry.
         self._executor_pb2 = executor_pb2
         self._channel = grpc.insecure_channel(worker, _GRPC_OPTIONS)
         self._forward = {method: self._channel.unary_unary(f"/{SERVICE}/{method}") for method in METHODS}
@@ -423,6 +441,13 @@ class Gate:
 
         note = ""
         try:
+            if self.controller is not None:
+                from tutorial_helpers.tls import peer_name
+
+                peer = peer_name(context)
+                if peer != self.controller:
+                    raise Unauthenticated(f"Site {self.site!r} serves only the controller: the client's "
+                                          f"certificate names {peer!r}, not {self.controller!r}.")
             if method == "CreateValue":
                 parsed = self._executor_pb2.CreateValueRequest.FromString(request)
                 found = self.check_value(parsed.value)
@@ -434,7 +459,8 @@ class Gate:
                               f"its limit is {self.max_result_bytes:,} bytes.")
         except Refused as e:
             self.log.write(f"{method} in={len(request)} out=0 verdict=refused -- {e}")
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            code = grpc.StatusCode.UNAUTHENTICATED if isinstance(e, Unauthenticated) else grpc.StatusCode.PERMISSION_DENIED
+            context.abort(code, str(e))
         except grpc.RpcError as e:
             self.log.write(f"{method} in={len(request)} out=0 verdict=error code={e.code().name} -- "
                            f"{(e.details() or '')[:200]}")
@@ -489,14 +515,21 @@ def _serve(args) -> int:
         if stop.is_set() or worker.poll() is not None or not _listens(args.worker_port):
             raise launcher._CommandEnded
         gate = Gate(args.site, approvals, log, f"127.0.0.1:{args.worker_port}",
-                    None if args.max_result_bytes <= 0 else args.max_result_bytes)
+                    None if args.max_result_bytes <= 0 else args.max_result_bytes,
+                    controller=None if args.tls is None else args.controller)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=_GRPC_OPTIONS)
         server.add_generic_rpc_handlers((gate.handler(),))
-        server.add_insecure_port(f"127.0.0.1:{args.port}")
+        if args.tls is None:
+            server.add_insecure_port(f"127.0.0.1:{args.port}")
+        else:
+            from tutorial_helpers.tls import Identity
+
+            server.add_secure_port(f"127.0.0.1:{args.port}", Identity(args.tls).server_credentials())
         server.start()
         limit = "none" if gate.max_result_bytes is None else f"{gate.max_result_bytes:,} bytes"
+        tls = "no TLS" if args.tls is None else f"mutual TLS, serving only {args.controller!r}"
         log.write(f"gatekeeper started for site {args.site!r}: {len(approvals)} approved computations, "
-                  f"result limit {limit}, worker pid {worker.pid}")
+                  f"result limit {limit}, {tls}, worker pid {worker.pid}")
         while not stop.is_set() and worker.poll() is None:
             stop.wait(0.1)
     except launcher._CommandEnded:
@@ -550,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--worker-port", type=int, required=True, help="the worker's port, on 127.0.0.1")
     serve.add_argument("--max-result-bytes", type=int, default=0, help="largest answer sent back (0: no limit)")
     serve.add_argument("--worker-user", help="UID:GID to run the worker as (root only)")
+    serve.add_argument("--tls", help="the site's folder from `python -m tutorial_helpers.tls make`: mutual TLS")
+    serve.add_argument("--controller", default="controller", help="with --tls: the name the client's certificate "
+                       "must carry (default: controller)")
     serve.add_argument("command", nargs="+", help="the worker's command, after --")
     agree = commands.add_parser("approve", help="add the computations a function builds to a site's approval list")
     agree.add_argument("folder", help="the site's gatekeeper folder")

@@ -515,6 +515,7 @@ def create_site_context(
     default_num_clients: int = 0,
     private_network: bool | None = None,
     site_timeout: float | None = 300.0,
+    tls: str | os.PathLike | None = None,
 ) -> SiteContext:
     """Returns a context that runs each client's part of a round at the site that holds it.
 
@@ -548,6 +549,11 @@ def create_site_context(
         front of its worker: then the site runs only the computations it
         approved, and a refusal fails the site's part of the round with a
         PermissionError that names the site and the computation's fingerprint.
+      tls: a folder made by `python -m tutorial_helpers.tls make` for these
+        sites: each site's gatekeeper then speaks only mutual TLS with the
+        certificate in the site's subfolder, and the controller connects
+        with the one in `controller/`, accepting from each site only a
+        certificate that names it. Needs `gatekeepers` (TLS ends there).
       site_timeout: seconds each call to a worker started here may take (a
         site's whole part of a round is one `compute` call) before the call
         fails: a site that stops answering then fails its part instead of
@@ -574,8 +580,10 @@ def create_site_context(
     started: list[WorkerProcess] = []
 
     def start(cwd=None, user=None, gatekeeper=None) -> WorkerProcess:
+        controller = None if gatekeeper is None or gatekeeper.tls is None else Path(tls) / "controller"
         started.append(WorkerProcess(private_network=private_network, cwd=cwd, user=user, gatekeeper=gatekeeper,
-                                     audit=ChannelAudit(tuple(canaries), tuple(probes)), call_timeout=site_timeout))
+                                     audit=ChannelAudit(tuple(canaries), tuple(probes)), call_timeout=site_timeout,
+                                     tls=controller))
         return started[-1]
 
     users, gatekeepers = dict(users or {}), dict(gatekeepers or {})
@@ -584,9 +592,15 @@ def create_site_context(
             raise ValueError(f"{name} names sites that are not in the catalogue: {sorted(set(given) - set(catalogue))}.")
     if gatekeepers and site_workers is not None:
         raise ValueError("gatekeepers are started with the sites' workers: pass either gatekeepers or site_workers.")
+    if tls is not None and set(gatekeepers) != set(catalogue):
+        raise ValueError(f"tls= needs a gatekeeper for every site (TLS ends at the gatekeeper); these have none: "
+                         f"{sorted(set(catalogue) - set(gatekeepers))}.")
     for site, gatekeeper in gatekeepers.items():
-        if gatekeeper.site != site:
-            gatekeepers[site] = dataclasses.replace(gatekeeper, site=site)
+        if gatekeeper.tls is not None and tls is None:
+            raise ValueError(f"Site {site!r}'s gatekeeper speaks TLS: pass tls= (the workshop folder) too.")
+        if gatekeeper.site != site or (tls is not None and gatekeeper.tls is None):
+            gatekeepers[site] = dataclasses.replace(
+                gatekeeper, site=site, tls=gatekeeper.tls if tls is None or gatekeeper.tls else Path(tls) / site)
     try:
         if site_workers is None:
             site_workers = {site: start(None if roots is None else roots[site], users.get(site), gatekeepers.get(site))

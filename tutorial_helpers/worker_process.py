@@ -103,11 +103,14 @@ def ping(worker: Worker, timeout: float = 2.0) -> None:
     died, or stopped answering) is back. Recorded in the worker's audit if
     it has one, and in a site's audit log if it has a gatekeeper.
     """
+    worker.check_alive()
+    _ping(worker.channel, timeout, getattr(worker, "audit", None))
+
+
+def _ping(channel: grpc.Channel, timeout: float, audit: ChannelAudit | None = None) -> None:
     from tensorflow_federated.proto.v0 import computation_pb2, executor_pb2, executor_pb2_grpc
 
-    worker.check_alive()
-    stub = executor_pb2_grpc.ExecutorGroupStub(worker.channel)
-    audit = getattr(worker, "audit", None)
+    stub = executor_pb2_grpc.ExecutorGroupStub(channel)
 
     def call(method: str, name: str, request):
         if audit is not None:
@@ -302,13 +305,19 @@ class WorkerProcess(ManagedProcess):
         limit on answers, its audit log. The worker must be contained. With
         `user`, the gatekeeper runs as this process's user and the worker as
         `user`, so the worker cannot change the gatekeeper's files.
+      tls: with a gatekeeper that speaks mutual TLS (`Gatekeeper(tls=...)`),
+        the controller's folder from `python -m tutorial_helpers.tls make`:
+        its certificate, and the authority the site's must come from.
     """
 
     def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0,
                  private_network: bool | None = None, cwd: str | os.PathLike | None = None,
                  audit: ChannelAudit | None = None, user: str | None = None, gatekeeper: Gatekeeper | None = None,
-                 call_timeout: float | None = None):
+                 call_timeout: float | None = None, tls: str | os.PathLike | None = None):
         _check_timeout(call_timeout)
+        if (tls is None) != (gatekeeper is None or gatekeeper.tls is None):
+            raise ValueError("tls= (the controller's certificate folder) goes with a gatekeeper that speaks TLS "
+                             "(Gatekeeper(tls=...)): give both or neither.")
         credentials = None if user is None else _credentials(user, private_network)
         if gatekeeper is not None and private_network is False:
             raise ValueError(f"A gatekeeper (site {gatekeeper.site!r}) needs a contained worker: pass "
@@ -341,6 +350,7 @@ class WorkerProcess(ManagedProcess):
         ]
         self.gatekeeper = gatekeeper
         self.call_timeout = call_timeout
+        self.tls = tls
         inner_port = self.port
         if gatekeeper is not None:
             args = gatekeeper.command(args, worker_port=self.port, port=_GATEKEEPER_PORT, worker_user=credentials)
@@ -378,6 +388,15 @@ class WorkerProcess(ManagedProcess):
         # earlier would put gRPC into its reconnect backoff (1 s and more).
         if self.contained:
             self._wait(lambda: os.path.exists(self.socket_path), timeout, "start", interval=0.02)
+        if self.tls is not None:  # The gatekeeper listens once the socket is there; one call says if TLS works.
+            from tutorial_helpers.tls import Identity
+
+            self._channel = Identity(self.tls).secure_channel(self.address, self.gatekeeper.site, _GRPC_OPTIONS)
+            try:
+                _ping(self._channel, max(1.0, deadline - time.monotonic()))
+                return
+            except grpc.RpcError as e:
+                raise ConnectionError(f"{self} was not reached over TLS: {e.details()}") from None
         self._channel = grpc.insecure_channel(self.address, _GRPC_OPTIONS)
         ready = grpc.channel_ready_future(self._channel)
         while True:
@@ -409,22 +428,67 @@ class WorkerProcess(ManagedProcess):
 
 
 class RemoteWorker:
-    """A TFF worker started elsewhere (`worker_binary --port=N` on another host)."""
+    """A TFF worker started elsewhere: `worker_binary --port=N`, or a site (`tutorial_helpers.site_server`).
 
-    def __init__(self, address: str, connect_timeout: float = 10.0):
+    Args:
+      address: host:port (or unix:PATH) where it listens.
+      connect_timeout: seconds to wait for it to answer.
+      site, tls: a site's name and the controller's folder from `python -m
+        tutorial_helpers.tls make`: the connection is then mutual TLS, and
+        only a certificate from the same authority that names `site` is
+        accepted (so another site, or anybody else at that address, is not).
+      call_timeout: seconds each call may take; None for no limit.
+      audit: a `ChannelAudit` that records every message to and from it.
+    """
+
+    def __init__(self, address: str, connect_timeout: float = 10.0, *, site: str | None = None,
+                 tls: str | os.PathLike | None = None, call_timeout: float | None = None,
+                 audit: ChannelAudit | None = None):
+        _check_timeout(call_timeout)
+        if tls is not None and site is None:
+            raise ValueError("tls= needs site=: the name the site's certificate must carry.")
         self.address = address
+        self.site = site
         self.connect_timeout = connect_timeout
-        self._channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
-        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(self._channel))
-        self.check_alive()
+        self.call_timeout = call_timeout
+        if tls is None:
+            self._channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
+        else:
+            from tutorial_helpers.tls import Identity
+
+            self._channel = Identity(tls).secure_channel(address, site, _GRPC_OPTIONS)
+        self.tls = tls
+        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(_with_deadline(self._channel, call_timeout)),
+                                  audit)
+        try:
+            self.check_alive()
+        except BaseException:
+            _close_channel(self._channel)
+            raise
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channel
+
+    @property
+    def audit(self) -> ChannelAudit | None:
+        return self.stub.audit
 
     def check_alive(self) -> None:
         try:
             grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout)
         except grpc.FutureTimeoutError:
+            try:  # A call says why (refused, a certificate not accepted); waiting does not.
+                _ping(self._channel, 1.0)
+                why = ""
+            except grpc.RpcError as e:
+                why = f": {e.details()}"
+            what = "No TFF worker answers" if self.site is None else f"Site {self.site!r} does not answer"
             raise ConnectionError(
-                f"No TFF worker answers at {self.address} (waited {self.connect_timeout:g} s). "
-                "Start one there with `worker_binary --port=<port>`, reachable from this machine."
+                f"{what} at {self.address} (waited {self.connect_timeout:g} s){why}. Start one there "
+                "(`python -m tutorial_helpers.site_server`, or `worker_binary --port=<port>`), reachable from "
+                "this machine" + ("" if self.tls is None else ", with a certificate from the same workshop CA")
+                + "."
             ) from None
 
     @property
@@ -436,4 +500,5 @@ class RemoteWorker:
         _close_channel(self._channel)
 
     def __str__(self) -> str:
-        return f"remote TFF worker at {self.address}"
+        return (f"remote TFF worker at {self.address}" if self.site is None else
+                f"site {self.site!r} at {self.address}" + (", mutual TLS" if self.tls else ""))
