@@ -451,12 +451,14 @@ class RemoteWorker:
         self.site = site
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
+        # A site that comes back is found within 2 s (gRPC's own backoff grows to 2 minutes).
+        options = [*_GRPC_OPTIONS, ("grpc.max_reconnect_backoff_ms", 2000)]
         if tls is None:
-            self._channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
+            self._channel = grpc.insecure_channel(address, options)
         else:
             from tutorial_helpers.tls import Identity
 
-            self._channel = Identity(tls).secure_channel(address, site, _GRPC_OPTIONS)
+            self._channel = Identity(tls).secure_channel(address, site, options)
         self.tls = tls
         self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(_with_deadline(self._channel, call_timeout)),
                                   audit)

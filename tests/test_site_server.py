@@ -1,0 +1,182 @@
+"""A site on a machine of its own: `python -m tutorial_helpers.site_server`, reached over TCP and mutual TLS.
+
+Sites on other machines are tried here as far as one machine allows: over
+loopback as any user, and, as root, in a network namespace of the test's own,
+connected to the controller by a virtual Ethernet pair with addresses of its
+own (real TCP and TLS between two network stacks, not a Unix socket).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import portpicker
+import psutil
+import pytest
+
+from tests.conftest import worker_pids
+from tests.test_gatekeeper import sites  # noqa: F401  (a fixture)
+from tests.test_sites import train
+from tutorial_helpers.gatekeeper import read_audit_log
+from tutorial_helpers.sites import build_site_fed_avg, create_site_context
+from tutorial_helpers.tls import make_workshop_ca
+from tutorial_helpers.worker_process import RemoteWorker, WorkerProcess
+
+pytestmark = pytest.mark.slow
+
+
+def start_site(site, root, folder, tls, listen, netns=None):
+    command = [sys.executable, "-m", "tutorial_helpers.site_server", f"--site={site}", f"--root={root}",
+               f"--gatekeeper={folder}", f"--tls={tls}", f"--listen={listen}"]
+    if netns is not None:
+        command = ["ip", "netns", "exec", netns, *command]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    line = server.stdout.readline()
+    if "serves on" not in line:
+        server.kill()
+        pytest.fail(f"site_server did not start: {line}{server.communicate(timeout=30)[1]}")
+    return server
+
+
+def stop_site(server) -> list[int]:
+    """Stops a site_server with SIGTERM; returns the pids of what it had started (all gone after)."""
+    children = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == 0
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in children):
+        assert time.monotonic() < deadline, "the site's gatekeeper or worker outlived site_server"
+        time.sleep(0.1)
+    return children
+
+
+def test_site_server_refuses_what_it_cannot_use_with_a_message_that_says_what_to_do(sites, tmp_path):  # noqa: F811
+    _, _, roots, folders = sites
+    ws = make_workshop_ca(tmp_path / "ws", ["clinic"])
+
+    def refused(*args):
+        run = subprocess.run([sys.executable, "-m", "tutorial_helpers.site_server", *args], capture_output=True,
+                             text=True, timeout=60, check=False)
+        assert run.returncode == 2, run
+        return run.stderr
+
+    good = dict(site="clinic", root=roots["clinic"], gatekeeper=folders["clinic"], tls=ws / "clinic",
+                listen="127.0.0.1:7000")
+
+    def arguments(**changed):
+        return [f"--{key}={value}" for key, value in {**good, **changed}.items()]
+
+    assert "is not HOST:PORT" in refused(*arguments(listen="7000"))
+    assert "no catalogue.json there" in refused(*arguments(root=tmp_path))
+    assert "does not exist" in refused(*arguments(gatekeeper=tmp_path / "nowhere"))
+    assert "has no ca.pem, cert.pem, key.pem" in refused(*arguments(tls=tmp_path))
+    assert "the following arguments are required: --tls" in refused(*arguments()[:3], "--listen=127.0.0.1:7000")
+
+
+def test_a_site_on_loopback_over_tcp_and_mutual_tls_trains_and_comes_back_after_a_restart(sites, tmp_path):  # noqa: F811
+    """The clinic runs as its own site_server; the controller reaches it by address, with the workshop's certificates.
+
+    A round trains exactly as with the clinic on the kit's Unix socket. Then the clinic's server is
+    stopped: the next round goes on without it (min_sites=2), and once it serves again at the same
+    address, it takes part again.
+    """
+    ids, catalogue, roots, folders = sites
+    ws = make_workshop_ca(tmp_path / "ws", list(catalogue))
+    process = build_site_fed_avg()
+    with create_site_context(roots=roots):
+        expected, expected_metrics = train(process, ids)
+    listen = f"127.0.0.1:{portpicker.pick_unused_port()}"
+    server = start_site("clinic", roots["clinic"], folders["clinic"], ws / "clinic", listen)
+    clinic = RemoteWorker(listen, 3, site="clinic", tls=ws / "controller", call_timeout=120)
+    others = {site: WorkerProcess(cwd=root) for site, root in roots.items() if site != "clinic"}
+    started = []
+    try:
+        with create_site_context(catalogue, site_workers={"clinic": clinic, **others}, min_sites=2) as ctx:
+            weights, metrics = train(process, ids)
+            state = process.initialize()
+            started += stop_site(server)
+            without = process.next(state, ids)
+            assert list(ctx.last_round.dropped) == ["clinic"] and ctx.last_round.dropped_clients == catalogue["clinic"]
+            assert f"Site 'clinic' does not answer at {listen}" in ctx.last_round.dropped["clinic"][1]
+            server = start_site("clinic", roots["clinic"], folders["clinic"], ws / "clinic", listen)
+            back = process.next(without.state, ids)
+            assert ctx.last_round.returned == ["clinic"] and ctx.last_round.dropped == {}
+            pids = [w.pid for w in others.values()]
+    finally:
+        started += stop_site(server)
+    assert metrics == expected_metrics
+    for round_got, round_expected in zip(weights, expected, strict=True):
+        for a, b in zip(round_got, round_expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+    trained = back.metrics["client_work"]["train"]["num_examples"]
+    assert without.metrics["client_work"]["train"]["num_examples"] < trained
+    assert "Compute" in [c["call"] for c in read_audit_log(folders["clinic"]) if c["verdict"] == "forwarded"]
+    assert not worker_pids() & set(pids + started)
+
+
+@pytest.fixture
+def site_network():
+    """A network namespace with a virtual Ethernet link to this one: (namespace, its address, ours). Root only."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a network namespace and a virtual Ethernet pair; as an ordinary user, "
+                    "test_a_site_on_loopback_over_tcp_and_mutual_tls_... tries the same site server over loopback")
+    if shutil.which("ip") is None:
+        pytest.skip("needs the ip command (iproute2) to make the sites' network")
+    name, here, there = f"tffkit{os.getpid()}", f"vk{os.getpid()}h", f"vk{os.getpid()}s"
+
+    def ip(*args, netns=None):
+        command = ["ip", *args] if netns is None else ["ip", "netns", "exec", netns, "ip", *args]
+        subprocess.run(command, check=True, capture_output=True, timeout=30)
+
+    ip("netns", "add", name)
+    try:
+        ip("link", "add", here, "type", "veth", "peer", "name", there)
+        ip("link", "set", there, "netns", name)
+        ip("addr", "add", "10.213.7.1/30", "dev", here)
+        ip("link", "set", here, "up")
+        ip("addr", "add", "10.213.7.2/30", "dev", there, netns=name)
+        ip("link", "set", there, "up", netns=name)
+        ip("link", "set", "lo", "up", netns=name)
+        yield name, "10.213.7.2", "10.213.7.1"
+    finally:
+        subprocess.run(["ip", "netns", "pids", name], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", here], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def test_a_site_in_another_network_namespace_trains_over_a_virtual_ethernet_link_with_mutual_tls(
+        sites, site_network, tmp_path):  # noqa: F811
+    ids, catalogue, roots, folders = sites
+    netns, address, _ = site_network
+    ws = make_workshop_ca(tmp_path / "ws", list(catalogue), addresses={"clinic": [address]})
+    process = build_site_fed_avg()
+    with create_site_context(roots=roots):
+        expected, expected_metrics = train(process, ids)
+    server = start_site("clinic", roots["clinic"], folders["clinic"], ws / "clinic", f"{address}:7000", netns)
+    try:
+        listening = subprocess.run(["ip", "netns", "exec", netns, "ss", "-Hltn"], capture_output=True, text=True,
+                                   check=True, timeout=30).stdout.split("\n")
+        ports = sorted(line.split()[3] for line in listening if line.strip())
+        assert ports == [f"{address}:7000"]  # The site opens one port; its worker's is in a namespace of its own.
+        with socket.socket() as probe:  # Nothing answers at the worker's port from here.
+            probe.settimeout(5)
+            assert probe.connect_ex((address, 8000)) != 0
+        clinic = RemoteWorker(f"{address}:7000", 10, site="clinic", tls=ws / "controller", call_timeout=120)
+        others = {site: WorkerProcess(cwd=root) for site, root in roots.items() if site != "clinic"}
+        with create_site_context(catalogue, site_workers={"clinic": clinic, **others}) as ctx:
+            weights, metrics = train(process, ids)
+            pids = [w.pid for w in others.values()]
+        assert ctx.closed
+    finally:
+        started = stop_site(server)
+    assert metrics == expected_metrics
+    for round_got, round_expected in zip(weights, expected, strict=True):
+        for a, b in zip(round_got, round_expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not worker_pids() & set(pids + started)
