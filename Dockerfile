@@ -9,7 +9,12 @@
 #
 # then open the http://127.0.0.1:8888/lab?token=... address Jupyter prints.
 # Binder does not use this file: repo2docker reads binder/ when it exists.
-FROM --platform=linux/amd64 python:3.11-slim-bookworm
+#
+# A second target, `site`, runs one site of notebook 08 on a machine of its
+# own (tutorial_helpers.site_server: gatekeeper, worker, mutual TLS, one
+# port); docs/sites_on_other_machines.md has its commands. The default
+# target, the last stage below, is the learner's Jupyter.
+FROM --platform=linux/amd64 python:3.11-slim-bookworm AS kit
 
 # Everything, the install included, runs as this user, not as root.
 RUN useradd --create-home --uid 1000 --shell /bin/bash learner \
@@ -39,6 +44,24 @@ COPY --chown=learner:learner . .
 ENV PATH=/home/learner/kit/.venv/bin:$PATH \
     SHELL=/bin/bash \
     KIT_CONTAINER=1
+
+# A site. Its worker must run in a private network namespace, where only its
+# gatekeeper reaches it, and Docker lets a container make one only with
+# --cap-add SYS_ADMIN --cap-add NET_ADMIN (site_server refuses to start
+# without). So this stage starts as the container's root: the gatekeeper stays
+# root's (the worker cannot change the approval list or the audit log) and the
+# worker runs as the unprivileged user given with --user (learner, uid 1000,
+# who must own the mounted data). The one port is the gatekeeper's, mutual
+# TLS only; publish it on the address the controller reaches.
+FROM kit AS site
+USER root
+EXPOSE 7000
+ENTRYPOINT ["/home/learner/kit/.venv/bin/python", "-m", "tutorial_helpers.site_server", \
+            "--root=/site/data", "--gatekeeper=/site/gatekeeper", "--tls=/site/tls", "--listen=0.0.0.0:7000"]
+
+# The learner's Jupyter: the default target.
+FROM kit AS lab
+USER learner
 
 # Ports. Only Jupyter's is meant to be published, and only on the host's
 # loopback (-p 127.0.0.1:8888:8888). Inside the container Jupyter must listen

@@ -1,7 +1,7 @@
 """Prints what training through sites costs, from one run: figures only, no pass/fail.
 
     .venv/bin/python benchmarks/sites.py [--clients 5 20 50 99] [--sites 1 2 4] [--rounds 1] [--figure PNG]
-                                         [--gatekeeper]
+                                         [--gatekeeper [--tls]]
 
 For each number of clients per round and each number of sites (the 99
 training writers of the bundled EMNIST sample split unevenly: with 4 sites,
@@ -20,7 +20,9 @@ With --gatekeeper, each sites configuration is also measured with and
 without a gatekeeper in front of every site's worker
 (`tutorial_helpers.gatekeeper`, the round approved): both sets of sites
 run at once, and each round is run on both, one after the other, so that
-the machine's changing speed cancels out of the difference.
+the machine's changing speed cancels out of the difference. With --tls as
+well, a third set of sites runs with gatekeepers that speak mutual TLS
+(`tutorial_helpers.tls`, a workshop CA made for the run), measured the same way.
 
 Then it fits seconds per round = a + b x sites + c x clients over the site runs,
 to say where the time goes as the rounds grow: a fixed cost per round, a cost
@@ -32,6 +34,7 @@ power here, only their fixed costs.
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
@@ -125,27 +128,30 @@ def measure(process, clients_per_round: int, catalogue, rounds: int, workers: di
     return statistics.median(seconds), statistics.median(moved), peaks
 
 
-def measure_paired(process, clients_per_round: int, catalogue, rounds: int, plain, gated):
-    """[(seconds without, seconds with)] for `rounds` pairs of rounds on the same clients, after a warm-up each."""
+def measure_paired(process, clients_per_round: int, catalogue, rounds: int, contexts: dict) -> list[dict]:
+    """For each of `rounds` rounds, {name: seconds} of the same round in each of `contexts`, one after the other.
+
+    After a warm-up round in each; the order rotates from round to round.
+    """
     import tensorflow_federated as tff
 
     from tutorial_helpers.sites import sample_clients
 
     states = {}
-    for name, context in (("plain", plain), ("gated", gated)):
+    for name, context in contexts.items():
         with tff.framework.get_context_stack().install(context):
             states[name] = process.next(process.initialize(), sample_clients(catalogue, 1, seed=0)).state
-    pairs = []
+    names, measured = list(contexts), []
     for round_num in range(1, rounds + 1):
         clients = sample_clients(catalogue, clients_per_round, seed=round_num)
         seconds = {}
-        for name in (("plain", "gated") if round_num % 2 else ("gated", "plain")):
-            with tff.framework.get_context_stack().install(plain if name == "plain" else gated):
+        for name in names[round_num % len(names):] + names[:round_num % len(names)]:
+            with tff.framework.get_context_stack().install(contexts[name]):
                 start = time.perf_counter()
                 states[name] = process.next(states[name], clients).state
                 seconds[name] = time.perf_counter() - start
-        pairs.append((seconds["plain"], seconds["gated"]))
-    return pairs
+        measured.append(seconds)
+    return measured
 
 
 def main() -> None:
@@ -156,12 +162,15 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="also draw the figures into this PNG file")
     parser.add_argument("--gatekeeper", action="store_true",
                         help="also measure each sites configuration with a gatekeeper per site")
+    parser.add_argument("--tls", action="store_true", help="with --gatekeeper: also with mutual TLS")
     args = parser.parse_args()
+    if args.tls and not args.gatekeeper:
+        parser.error("--tls measures gatekeepers that speak TLS: give --gatekeeper too")
 
     import numpy as np
     import tensorflow_federated as tff
 
-    from tutorial_helpers import data, gatekeeper, model
+    from tutorial_helpers import data, gatekeeper, model, tls
     from tutorial_helpers.multi_worker import create_multi_worker_context, worker_side_process
     from tutorial_helpers.sites import create_site_context, site_dataset_computation, write_site
     from tutorial_helpers.worker_process import ChannelAudit
@@ -208,11 +217,18 @@ def main() -> None:
                         keeper_folder.mkdir()
                         (keeper_folder / gatekeeper.APPROVALS).write_text(approved)
                         keepers[site] = gatekeeper.Gatekeeper(keeper_folder)
-                    with create_site_context(roots=roots) as plain, \
-                            create_site_context(roots=roots, gatekeepers=keepers) as gated:
-                        extra = measure_paired(site_process, clients_per_round, catalogue, args.rounds, plain, gated)
+                    with contextlib.ExitStack() as stack:
+                        contexts = {"plain": stack.enter_context(create_site_context(roots=roots)),
+                                    "gatekeepers": stack.enter_context(create_site_context(roots=roots,
+                                                                                           gatekeepers=keepers))}
+                        if args.tls:
+                            workshop = tls.make_workshop_ca(folder / f"tls-{num_sites}-{clients_per_round}",
+                                                            list(catalogue))
+                            contexts["gatekeepers, TLS"] = stack.enter_context(create_site_context(
+                                roots=roots, gatekeepers=keepers, tls=workshop))
+                        extra = measure_paired(site_process, clients_per_round, catalogue, args.rounds, contexts)
                     paired.append((num_sites, clients_per_round, extra))
-                    print(f"  measured {num_sites} sites with and without gatekeepers, {clients_per_round} clients",
+                    print(f"  measured {num_sites} sites: {', '.join(contexts)}; {clients_per_round} clients",
                           flush=True)
 
     print(f"\nOne round of Federated Averaging (5 epochs, batch 1), median of {args.rounds} after a warm-up;")
@@ -223,13 +239,15 @@ def main() -> None:
         print(f"{name:18s} {clients:7d} {seconds:8.1f} {moved / 1024:10,.0f} {controller / MIB:10.0f} "
               f"{site / MIB:12.0f} {aggregator / MIB if aggregator else float('nan'):10.0f}")
     if paired:
-        print("\nThe gatekeepers' extra time per round: rounds with and without them, one after the other, on the")
-        print("same clients (the order alternating); the median of the differences, and of the rounds without:")
+        print("\nThe gatekeepers' (and TLS's) extra time per round: the same round with and without them, one")
+        print("after the other (the order rotating); the median of the differences to the plain sites, and of the")
+        print("plain rounds:")
         for num_sites, clients, extra in paired:
-            difference = statistics.median(e - p for p, e in extra)
-            base = statistics.median(p for p, _ in extra)
-            print(f"  {num_sites} sites, {clients:3d} clients: {difference:+.2f} s on {base:.2f} s "
-                  f"({100 * difference / base:+.0f} %), over {len(extra)} pairs")
+            base = statistics.median(seconds["plain"] for seconds in extra)
+            for name in [name for name in extra[0] if name != "plain"]:
+                difference = statistics.median(seconds[name] - seconds["plain"] for seconds in extra)
+                print(f"  {num_sites} sites, {clients:3d} clients, {name:16s}: {difference:+.2f} s on {base:.2f} s "
+                      f"({100 * difference / base:+.0f} %), over {len(extra)} rounds")
     site_rows = [row for row in rows if row[1] > 0]
     if len({row[1] for row in site_rows}) > 1 and len({row[2] for row in site_rows}) > 1:
         design = np.array([[1.0, row[1], row[2]] for row in site_rows])

@@ -49,8 +49,24 @@ def instructions(text: str) -> list[tuple[str, str]]:
     return result
 
 
-def dockerfile() -> list[tuple[str, str]]:
-    return instructions(DOCKERFILE.read_text())
+def stages(steps: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """Each stage's name (FROM ... AS name) and its steps, its FROM first, in the file's order."""
+    result: dict[str, list[tuple[str, str]]] = {}
+    for keyword, arguments in steps:
+        if keyword == "FROM":
+            words = shlex.split(arguments)
+            name = words[-1] if len(words) > 2 and words[-2].upper() == "AS" else str(len(result))
+            result[name] = []
+        result[list(result)[-1]].append((keyword, arguments))
+    return result
+
+
+def dockerfile(target: str | None = None) -> list[tuple[str, str]]:
+    """The steps that build `target` (by default the last stage, Docker's default): its base stages' first."""
+    every = stages(instructions(DOCKERFILE.read_text()))
+    name = target or list(every)[-1]
+    base = options_and_operands(every[name][0][1])[1][0]
+    return (dockerfile(base) if base in every else []) + every[name]
 
 
 def options_and_operands(arguments: str) -> tuple[dict[str, str], list[str]]:
@@ -248,11 +264,28 @@ def test_the_readmes_docker_commands_are_the_dockerfiles():
 
 
 def test_dockerfile_builds_on_python_3_11_slim_for_x86_64():
-    froms = [arguments for keyword, arguments in dockerfile() if keyword == "FROM"]
-    assert len(froms) == 1, "one stage"
-    options, (image, *_) = options_and_operands(froms[0])
+    every = stages(instructions(DOCKERFILE.read_text()))
+    assert list(every) == ["kit", "site", "lab"], "one install (kit), the site, and Jupyter as the default target"
+    options, (image, *_) = options_and_operands(every["kit"][0][1])
     assert re.fullmatch(r"python:3\.11(\.\d+)?-slim-bookworm", image), image
     assert options.get("platform") == "linux/amd64"
+    for name in ("site", "lab"):
+        assert options_and_operands(every[name][0][1])[1][0] == "kit", f"{name} builds on the kit's install"
+        assert not [keyword for keyword, _ in every[name] if keyword in ("RUN", "COPY")], f"{name} installs nothing"
+
+
+def test_the_site_target_runs_site_server_behind_its_one_port_with_tls():
+    from tutorial_helpers import site_server
+
+    steps = dockerfile("site")
+    (entrypoint,) = [json.loads(arguments) for keyword, arguments in steps if keyword == "ENTRYPOINT"]
+    assert entrypoint[:3] == ["/home/learner/kit/.venv/bin/python", "-m", "tutorial_helpers.site_server"]
+    args = site_server.arguments().parse_args([*entrypoint[3:], "--site=clinic", "--user=learner"])
+    assert str(args.tls) == "/site/tls" and args.listen == ("0.0.0.0", 7000)
+    assert exposed_ports(steps) - exposed_ports(dockerfile("kit")) == {7000}
+    assert any(keyword == "RUN" and re.search(r"useradd\b.*--uid 1000\b.*\blearner\b", arguments)
+               for keyword, arguments in steps), "the worker's user (--user learner) is in the image"
+    assert not [keyword for keyword, _ in steps if keyword == "CMD"], "the site does not start Jupyter"
 
 
 def test_dockerfile_installs_only_through_scripts_setup():

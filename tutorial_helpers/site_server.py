@@ -108,7 +108,8 @@ async def _relay(listen: tuple[str, int], socket_path: str, site: ManagedProcess
     server.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
+    """The command's arguments (the Dockerfile's site target gives some of them)."""
     parser = argparse.ArgumentParser(prog="python -m tutorial_helpers.site_server", description=__doc__.split("\n")[0])
     parser.add_argument("--site", required=True, help="the site's name, as in its certificate: clinic")
     parser.add_argument("--root", required=True, type=Path, help="the site's data root (catalogue.json, clients/)")
@@ -118,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user", help="run the worker as this user (root only)")
     parser.add_argument("--max-result-bytes", type=int, help="the largest answer the site sends back")
     parser.add_argument("--controller", default="controller", help="the name on the controller's certificate")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arguments()
     args = parser.parse_args(argv)
 
     if not (args.root / "catalogue.json").is_file():
