@@ -356,3 +356,102 @@ def test_a_client_id_that_is_a_path_fails_at_the_site(sites):
             process.next(process.initialize(), [stranger])
     with pytest.raises(ValueError, match="A description must be one line"):
         approve(roots["hospital"].parent / "unused", {"training\u2028e3b0 forged": process.next})
+
+
+def test_pinned_values_are_checked_where_the_approved_computations_parameter_names_them(tmp_path):
+    """Without a worker: a call passes only with the pinned number, however the controller sends it."""
+    import struct
+
+    from tensorflow_federated.proto.v0 import executor_pb2
+
+    from tutorial_helpers.gatekeeper import AuditLog, Gate, Refused
+
+    @tff.tensorflow.computation(collections.OrderedDict(x=np.float32, rate=np.float32))
+    def scale(x, rate):
+        return x * rate
+
+    native = tff.backends.native.desugar_and_transform_to_native(scale)
+    computation = type(native).get_proto(native)
+    log = AuditLog(tmp_path / gatekeeper.AUDIT_LOG)
+    gate = Gate("clinic", {fingerprint(computation): "scale"}, log, "127.0.0.1:1", pins={"rate": 0.5})
+    executor = executor_pb2.ExecutorId(id="e")
+
+    def sent(ref: str, value) -> None:  # What the gate keeps of a CreateValue the worker answered with `ref`.
+        request = executor_pb2.CreateValueRequest(executor=executor, value=value)
+        answer = executor_pb2.CreateValueResponse(value_ref=executor_pb2.ValueRef(id=ref))
+        gate._remember("CreateValue", request.SerializeToString(), answer.SerializeToString())
+
+    def call(function: str, argument: str) -> str:
+        return gate.check_pins(executor_pb2.CreateCallRequest(
+            executor=executor, function_ref=executor_pb2.ValueRef(id=function),
+            argument_ref=executor_pb2.ValueRef(id=argument)))
+
+    def argument(rate):
+        value, _ = tff.framework.serialize_value(collections.OrderedDict(x=np.float32(3), rate=np.float32(rate)),
+                                                 tff.StructType([("x", np.float32), ("rate", np.float32)]))
+        return value
+
+    try:
+        sent("f", executor_pb2.Value(computation=computation))
+        sent("right", argument(0.5))
+        assert call("f", "right") == f"computation={fingerprint(computation)} pinned rate=0.5"
+        sent("wrong", argument(0.7))
+        with pytest.raises(Refused, match=r"its rate is 0.7\d*, and the site pins it to 0.5 \(pins.txt\)"):
+            call("f", "wrong")
+        unnamed = argument(0.7)  # The names stripped: the position, from the approved type, still finds it.
+        for element in unnamed.struct.element:
+            element.name = ""
+        sent("unnamed", unnamed)
+        with pytest.raises(Refused, match="its rate is 0.7"):
+            call("f", "unnamed")
+        raw = argument(0.7)  # The number as raw bytes instead of a list of floats.
+        rate = raw.struct.element[1].value.array
+        rate.ClearField("float32_list")
+        rate.content = struct.pack("<f", 0.7)
+        sent("raw", raw)
+        with pytest.raises(Refused, match="its rate is 0.7"):
+            call("f", "raw")
+        with pytest.raises(Refused, match="could not read the rate it pins"):
+            call("f", "made-elsewhere")  # An argument the gate did not see sent whole (a selection, a result).
+        with pytest.raises(Refused, match="a computation it did not see sent whole"):
+            call("unknown", "right")
+        gate._remember("Dispose", executor_pb2.DisposeRequest(
+            executor=executor, value_ref=[executor_pb2.ValueRef(id="right")]).SerializeToString(), b"")
+        with pytest.raises(Refused, match="could not read"):
+            call("f", "right")  # Disposed of: forgotten.
+    finally:
+        gate.close()
+        log.close()
+
+
+def test_a_site_that_pins_its_learning_rate_refuses_a_round_with_another(sites, tmp_path):
+    ids, catalogue, roots, folders = sites
+    folder = tmp_path / "practice-gatekeeper"
+    folder.mkdir()
+    (folder / gatekeeper.APPROVALS).write_bytes((folders["hospital"] / gatekeeper.APPROVALS).read_bytes())
+    pinned = subprocess.run([sys.executable, "-m", "tutorial_helpers.gatekeeper", "pin", str(folder),
+                             "client_work.learning_rate=0.02"], capture_output=True, text=True, check=True)
+    assert "pinned client_work.learning_rate = 0.02" in pinned.stdout
+    assert gatekeeper.read_pins(folder) == {"client_work.learning_rate": 0.02}
+    bad = subprocess.run([sys.executable, "-m", "tutorial_helpers.gatekeeper", "pin", str(folder), "rate=fast"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "is not NAME=NUMBER" in bad.stderr
+    clients = catalogue["practice"]
+    with create_site_context(roots={"practice": roots["practice"]},
+                             gatekeepers={"practice": Gatekeeper(folder)}) as ctx:
+        agreed = build_site_fed_avg(client_learning_rate=0.02)
+        result = agreed.next(agreed.initialize(), clients)
+        assert result.metrics["client_work"]["train"]["num_examples"] > 0
+        faster = build_site_fed_avg(client_learning_rate=0.05)
+        assert fingerprint(site_part(faster.next)) == fingerprint(site_part(agreed.next))  # Same computation.
+        with pytest.raises(PermissionError, match=r"Site 'practice' refused computation [0-9a-f]{64}: its "
+                                                  r"client_work.learning_rate is 0.05\d*, and the site pins it to 0.02"):
+            faster.next(faster.initialize(), clients)
+        pids = [worker.pid for worker in ctx.workers]
+    calls = read_audit_log(folder)
+    (checked,) = [c for c in calls if c["call"] == "CreateCall" and c["verdict"] == "forwarded" and "pinned" in
+                  c["detail"]]
+    assert checked["detail"].endswith("pinned client_work.learning_rate=0.02")
+    assert [c["call"] for c in refusals(folder)] == ["CreateCall"]
+    assert "pinned values client_work.learning_rate = 0.02" in (folder / gatekeeper.AUDIT_LOG).read_text()
+    assert not worker_pids() & set(pids)

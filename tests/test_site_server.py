@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import worker_pids
 from tests.test_gatekeeper import sites  # noqa: F401  (a fixture)
-from tests.test_sites import train
+from tests.test_sites import site_users, train  # noqa: F401  (site_users is a fixture)
 from tutorial_helpers.gatekeeper import read_audit_log
 from tutorial_helpers.sites import build_site_fed_avg, create_site_context
 from tutorial_helpers.tls import make_workshop_ca
@@ -30,9 +30,28 @@ from tutorial_helpers.worker_process import RemoteWorker, WorkerProcess
 pytestmark = pytest.mark.slow
 
 
-def start_site(site, root, folder, tls, listen, netns=None):
+@pytest.fixture(scope="module")
+def clinic_site(request, sites, tmp_path_factory):  # noqa: F811
+    """(the user the clinic's site_server runs its worker as, the data root it serves).
+
+    As root: the clinic's own account (site_server refuses a worker as root), and a copy of the clinic's
+    root that it owns (the kit's other workers, in user namespaces, could not read it). Otherwise: this
+    user, and the clinic's root.
+    """
+    _, _, roots, _ = sites
+    if os.geteuid() != 0:
+        return None, roots["clinic"]
+    user = request.getfixturevalue("site_users")["clinic"]
+    root = shutil.copytree(roots["clinic"], tmp_path_factory.mktemp("clinic-own") / "root")
+    for path in [root.parent, root, *root.rglob("*")]:
+        shutil.chown(path, user, user)
+    return user, root
+
+
+def start_site(site, root, folder, tls, listen, netns=None, user=None):
     command = [sys.executable, "-m", "tutorial_helpers.site_server", f"--site={site}", f"--root={root}",
-               f"--gatekeeper={folder}", f"--tls={tls}", f"--listen={listen}"]
+               f"--gatekeeper={folder}", f"--tls={tls}", f"--listen={listen}",
+               *([] if user is None else [f"--user={user}"])]
     if netns is not None:
         command = ["ip", "netns", "exec", netns, *command]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -46,6 +65,8 @@ def start_site(site, root, folder, tls, listen, netns=None):
 
 def stop_site(server) -> list[int]:
     """Stops a site_server with SIGTERM; returns the pids of what it had started (all gone after)."""
+    if server is None or server.poll() is not None:
+        return []
     children = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=30) == 0
@@ -56,9 +77,11 @@ def stop_site(server) -> list[int]:
     return children
 
 
-def test_site_server_refuses_what_it_cannot_use_with_a_message_that_says_what_to_do(sites, tmp_path):  # noqa: F811
+def test_site_server_refuses_what_it_cannot_use_with_a_message_that_says_what_to_do(
+        sites, clinic_site, tmp_path):  # noqa: F811
     _, _, roots, folders = sites
-    ws = make_workshop_ca(tmp_path / "ws", ["clinic"])
+    worker_user, clinic_root = clinic_site
+    ws = make_workshop_ca(tmp_path / "ws", ["clinic", "hospital"])
 
     def refused(*args):
         run = subprocess.run([sys.executable, "-m", "tutorial_helpers.site_server", *args], capture_output=True,
@@ -66,8 +89,8 @@ def test_site_server_refuses_what_it_cannot_use_with_a_message_that_says_what_to
         assert run.returncode == 2, run
         return run.stderr
 
-    good = dict(site="clinic", root=roots["clinic"], gatekeeper=folders["clinic"], tls=ws / "clinic",
-                listen="127.0.0.1:7000")
+    good = dict(site="clinic", root=clinic_root, gatekeeper=folders["clinic"], tls=ws / "clinic",
+                listen="127.0.0.1:7000", **({} if worker_user is None else {"user": worker_user}))
 
     def arguments(**changed):
         return [f"--{key}={value}" for key, value in {**good, **changed}.items()]
@@ -77,9 +100,22 @@ def test_site_server_refuses_what_it_cannot_use_with_a_message_that_says_what_to
     assert "does not exist" in refused(*arguments(gatekeeper=tmp_path / "nowhere"))
     assert "has no ca.pem, cert.pem, key.pem" in refused(*arguments(tls=tmp_path))
     assert "the following arguments are required: --tls" in refused(*arguments()[:3], "--listen=127.0.0.1:7000")
+    assert "a certificate for ['hospital'], not for site 'clinic'" in refused(*arguments(tls=ws / "hospital"))
+    (ws / "clinic" / "key.pem").chmod(0o644)
+    assert "key.pem can be read by others than its owner: chmod 600 it" in refused(*arguments())
+    (ws / "clinic" / "key.pem").chmod(0o600)
+    empty = tmp_path / "empty-gatekeeper"
+    empty.mkdir()
+    assert "approved.txt approves nothing" in refused(*arguments(gatekeeper=empty))
+    if worker_user is not None:  # As root: never a worker as root, nor one that owns the site's own files.
+        assert "started as root, the worker would run as root" in refused(
+            *[a for a in arguments() if not a.startswith("--user")])
+        shutil.chown(ws / "clinic" / "key.pem", worker_user)
+        assert "key.pem belongs to the worker's user" in refused(*arguments())
 
 
-def test_a_site_on_loopback_over_tcp_and_mutual_tls_trains_and_comes_back_after_a_restart(sites, tmp_path):  # noqa: F811
+def test_a_site_on_loopback_over_tcp_and_mutual_tls_trains_and_comes_back_after_a_restart(
+        sites, clinic_site, tmp_path):  # noqa: F811
     """The clinic runs as its own site_server; the controller reaches it by address, with the workshop's certificates.
 
     A round trains exactly as with the clinic on the kit's Unix socket. Then the clinic's server is
@@ -87,29 +123,36 @@ def test_a_site_on_loopback_over_tcp_and_mutual_tls_trains_and_comes_back_after_
     address, it takes part again.
     """
     ids, catalogue, roots, folders = sites
+    worker_user, clinic_root = clinic_site
     ws = make_workshop_ca(tmp_path / "ws", list(catalogue))
     process = build_site_fed_avg()
     with create_site_context(roots=roots):
         expected, expected_metrics = train(process, ids)
     listen = f"127.0.0.1:{portpicker.pick_unused_port()}"
-    server = start_site("clinic", roots["clinic"], folders["clinic"], ws / "clinic", listen)
-    clinic = RemoteWorker(listen, 3, site="clinic", tls=ws / "controller", call_timeout=120)
-    others = {site: WorkerProcess(cwd=root) for site, root in roots.items() if site != "clinic"}
-    started = []
+    started, server, others = [], None, {}
     try:
+        server = start_site("clinic", clinic_root, folders["clinic"], ws / "clinic", listen, user=worker_user)
+        clinic = RemoteWorker(listen, site="clinic", tls=ws / "controller")
+        others = {site: WorkerProcess(cwd=root) for site, root in roots.items() if site != "clinic"}
         with create_site_context(catalogue, site_workers={"clinic": clinic, **others}, min_sites=2) as ctx:
             weights, metrics = train(process, ids)
             state = process.initialize()
             started += stop_site(server)
+            waiting = time.monotonic()
             without = process.next(state, ids)
             assert list(ctx.last_round.dropped) == ["clinic"] and ctx.last_round.dropped_clients == catalogue["clinic"]
             assert f"Site 'clinic' does not answer at {listen}" in ctx.last_round.dropped["clinic"][1]
-            server = start_site("clinic", roots["clinic"], folders["clinic"], ws / "clinic", listen)
-            back = process.next(without.state, ids)
+            again = process.next(without.state, ids)  # Asked for 2 s, not its connect_timeout (10 s): dropped.
+            assert "does not answer yet" in ctx.last_round.dropped["clinic"][1]
+            assert time.monotonic() - waiting < 2 * clinic.connect_timeout
+            server = start_site("clinic", clinic_root, folders["clinic"], ws / "clinic", listen, user=worker_user)
+            back = process.next(again.state, ids)
             assert ctx.last_round.returned == ["clinic"] and ctx.last_round.dropped == {}
             pids = [w.pid for w in others.values()]
     finally:
         started += stop_site(server)
+        for worker in others.values():
+            worker.stop()
     assert metrics == expected_metrics
     for round_got, round_expected in zip(weights, expected, strict=True):
         for a, b in zip(round_got, round_expected, strict=True):
@@ -151,15 +194,18 @@ def site_network():
 
 
 def test_a_site_in_another_network_namespace_trains_over_a_virtual_ethernet_link_with_mutual_tls(
-        sites, site_network, tmp_path):  # noqa: F811
+        sites, site_network, clinic_site, tmp_path):  # noqa: F811
     ids, catalogue, roots, folders = sites
+    worker_user, clinic_root = clinic_site
     netns, address, _ = site_network
     ws = make_workshop_ca(tmp_path / "ws", list(catalogue), addresses={"clinic": [address]})
     process = build_site_fed_avg()
     with create_site_context(roots=roots):
         expected, expected_metrics = train(process, ids)
-    server = start_site("clinic", roots["clinic"], folders["clinic"], ws / "clinic", f"{address}:7000", netns)
+    server = None
     try:
+        server = start_site("clinic", clinic_root, folders["clinic"], ws / "clinic", f"{address}:7000", netns,
+                            user=worker_user)
         listening = subprocess.run(["ip", "netns", "exec", netns, "ss", "-Hltn"], capture_output=True, text=True,
                                    check=True, timeout=30).stdout.split("\n")
         ports = sorted(line.split()[3] for line in listening if line.strip())
@@ -167,7 +213,7 @@ def test_a_site_in_another_network_namespace_trains_over_a_virtual_ethernet_link
         with socket.socket() as probe:  # Nothing answers at the worker's port from here.
             probe.settimeout(5)
             assert probe.connect_ex((address, 8000)) != 0
-        clinic = RemoteWorker(f"{address}:7000", 10, site="clinic", tls=ws / "controller", call_timeout=120)
+        clinic = RemoteWorker(f"{address}:7000", site="clinic", tls=ws / "controller")
         others = {site: WorkerProcess(cwd=root) for site, root in roots.items() if site != "clinic"}
         with create_site_context(catalogue, site_workers={"clinic": clinic, **others}) as ctx:
             weights, metrics = train(process, ids)

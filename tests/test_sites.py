@@ -567,7 +567,7 @@ def test_a_site_that_stops_answering_is_dropped_after_its_timeout_and_used_again
     site_process = tff.simulation.compose_dataset_computation_with_learning_process(
         site_dataset_computation(), model.build_fed_avg())
     audit = FreezeOnCompute()
-    workers = {site: WorkerProcess(cwd=root, call_timeout=6, audit=audit if site == "clinic" else None)
+    workers = {site: WorkerProcess(cwd=root, call_timeout=20, audit=audit if site == "clinic" else None)
                for site, root in site_roots.items()}
     audit.victim = workers["clinic"]
     others = [client for client in ids if client not in catalogue["clinic"]]
@@ -577,10 +577,13 @@ def test_a_site_that_stops_answering_is_dropped_after_its_timeout_and_used_again
         started = time.monotonic()
         survived = site_process.next(state, ids)
         waited = time.monotonic() - started
-        assert audit.frozen is not None and waited >= 6  # It waited for the clinic, no longer than it had to.
+        assert audit.frozen is not None and waited >= 20
+        # No longer than it had to: the clinic's computation, then a short call to dispose of its executor
+        # (_QUICK_CALL_SECONDS), not a second call_timeout; the rest of the round trains in under 10 s.
+        assert waited < 20 + 5 + 10
         clients, reason = ctx.last_round.dropped["clinic"]
         assert list(ctx.last_round.dropped) == ["clinic"] and clients == catalogue["clinic"]
-        assert "did not answer within 6 s" in reason and ctx.absent.keys() == {"clinic"}
+        assert "did not answer within 20 s" in reason and ctx.absent.keys() == {"clinic"}
 
         started = time.monotonic()
         again = site_process.next(survived.state, ids)
@@ -597,7 +600,7 @@ def test_a_site_that_stops_answering_is_dropped_after_its_timeout_and_used_again
         without = site_process.next(state, others)
     assert survived.metrics == without.metrics  # The frozen site's clients are left out, nothing else.
     assert back.metrics["client_work"]["train"]["num_examples"] > again.metrics["client_work"]["train"]["num_examples"]
-    assert PING_TIMEOUT < 6
+    assert PING_TIMEOUT < 20
     assert not worker_pids() & set(pids)
 
 

@@ -67,6 +67,11 @@ def test_the_workshop_ca_command_makes_one_folder_per_holder_and_overwrites_noth
         assert refused.returncode == 2 and message in refused.stderr, wrong
     refused = make(tmp_path / "y", "clinic", "--address", "clinic", check=False)
     assert refused.returncode == 2 and "write SITE=HOST" in refused.stderr
+    for wrong in ("hospital", "controller", "*.example.org"):
+        with pytest.raises(ValueError, match="not a holder's name or a wildcard"):
+            make_workshop_ca(tmp_path / "w", ["clinic", "hospital"], addresses={"clinic": [wrong]})
+    with pytest.raises(ValueError, match="days must be at least 1, got 0"):
+        make_workshop_ca(tmp_path / "w", ["clinic"], days=0)
     with pytest.raises(ValueError, match=r"not among \['clinic'\]: \['hospital'\]"):
         make_workshop_ca(tmp_path / "z", ["clinic"], addresses={"hospital": ["10.0.0.1"]})
     with pytest.raises(FileNotFoundError, match="has no ca.pem, cert.pem, key.pem"):

@@ -32,8 +32,11 @@ start with a random prefix) are numbered in order. What still changes a
 fingerprint is what the computation does: the model, the loss, the
 optimizer's kind, the preprocessing, the data loading, and the versions of
 TFF and TensorFlow that build the graphs. Not the learning rates: TFF's
-optimizers keep them in the state, which reaches the site as a value, and the
-gatekeeper checks no values.
+optimizers keep them in the state, which reaches the site as a value. A site
+pins such values in `pins.txt` (``client_work.learning_rate = 0.02``, made by
+``python -m tutorial_helpers.gatekeeper pin``): the gatekeeper then checks,
+at each call of a computation whose parameter has a value of that name, the
+number the controller sent, and refuses the call if it differs.
 
 The gatekeeper process imports no TensorFlow: the protocol buffers it needs
 are plain Python modules, loaded without their packages' heavy `__init__`.
@@ -56,13 +59,16 @@ import types
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 SERVICE = "tensorflow_federated.v0.ExecutorGroup"
 METHODS = ("GetExecutor", "CreateValue", "CreateCall", "CreateStruct", "CreateSelection", "Compute",
            "Dispose", "DisposeExecutor")
 APPROVALS = "approved.txt"
+PINS = "pins.txt"
 AUDIT_LOG = "audit.log"
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_PIN_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
 _GRPC_OPTIONS = [("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES)]
@@ -320,6 +326,89 @@ def read_audit_log(folder: str | os.PathLike) -> list[dict[str, str]]:
     return entries
 
 
+def read_pins(folder: str | os.PathLike) -> dict[str, float]:
+    """The site's pinned values, `pins.txt`: {name: number}; {} if there is no such file.
+
+    One per line, ``NAME = NUMBER``; NAME is the path of a value in a
+    computation's parameter, by its names, as short as is unambiguous
+    (``client_work.learning_rate``). ``#`` starts a comment.
+    """
+    path = Path(folder) / PINS
+    pins: dict[str, float] = {}
+    for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        name, sep, value = (part.strip() for part in text.partition("="))
+        try:
+            if not sep or not _PIN_NAME.fullmatch(name):
+                raise ValueError
+            pins[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{path}, line {number}: {line!r} is not NAME = NUMBER (for instance "
+                             "client_work.learning_rate = 0.02).") from None
+    return pins
+
+
+def pin(folder: str | os.PathLike, values: Mapping[str, float]) -> dict[str, float]:
+    """Pins `values` ({name: number}) in the site's `pins.txt`, replacing earlier pins of the same names.
+
+    Returns every pin now in the file. A running gatekeeper reads the file
+    when it starts.
+    """
+    folder = Path(folder)
+    pins = {**read_pins(folder), **{name: float(value) for name, value in values.items()}}
+    for name in pins:
+        if not _PIN_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a value's name path (for instance client_work.learning_rate).")
+    text = "".join(f"{name} = {value!r}\n" for name, value in pins.items())
+    (folder / PINS).write_text("# Values this site pins: a call that sends another number is refused.\n" + text)
+    return pins
+
+
+def _positions(parameter, wanted: list[str]) -> list[list]:
+    """Where in a value of type `parameter` (a Type proto) a value whose names end with `wanted` sits.
+
+    Each place is a list of struct positions, "*" for every member of a
+    federated value.
+    """
+    found = []
+
+    def walk(type_proto, names, position):
+        kind = type_proto.WhichOneof("type")
+        if kind == "struct":
+            for i, element in enumerate(type_proto.struct.element):
+                walk(element.value, names + ([element.name] if element.name else []), position + [i])
+        elif kind == "federated":
+            walk(type_proto.federated.member, names, position + ["*"])
+        elif names[-len(wanted):] == wanted:
+            found.append(position)
+
+    walk(parameter, [], [])
+    return found
+
+
+def _numbers(array) -> list[float]:
+    """The numbers in a TFF Array proto; ValueError for an array that holds no plain numbers."""
+    import struct
+
+    kind = array.WhichOneof("kind")
+    if kind in ("float32_list", "float64_list", "int32_list", "int64_list", "int16_list", "int8_list",
+                "uint8_list", "uint16_list", "uint32_list", "uint64_list"):
+        return list(getattr(array, kind).value)
+    if array.HasField("content") and array.dtype in (1, 2):  # DT_FLOAT, DT_DOUBLE, as raw bytes.
+        code = "<f" if array.dtype == 1 else "<d"
+        return [v for (v,) in struct.iter_unpack(code, array.content)]
+    raise ValueError(f"an array of kind {kind or 'content'} and type {array.dtype}")
+
+
+def _same(number: float, pinned: float) -> bool:
+    import struct
+
+    as_float32 = struct.unpack("<f", struct.pack("<f", pinned))[0]
+    return number in (pinned, as_float32)
+
+
 # ---------------------------------------------------------------------------
 # The gatekeeper a site starts.
 
@@ -335,6 +424,7 @@ class Gatekeeper:
       site: the site's name, in errors and the log.
       max_result_bytes: the largest answer the site sends back; None for no
         limit.
+      The folder may also hold `pins.txt` (`pin`): values the site pins.
       tls: the site's folder from `python -m tutorial_helpers.tls make` (its
         certificate and key, and the workshop's authority): the gatekeeper
         then speaks mutual TLS only, and serves only a client whose
@@ -355,6 +445,7 @@ class Gatekeeper:
                                     "make it, and approve computations into it with `python -m "
                                     "tutorial_helpers.gatekeeper approve`.")
         read_approvals(self.folder)  # A broken list is reported here, not in the gatekeeper's log.
+        read_pins(self.folder)
         if self.max_result_bytes is not None and self.max_result_bytes <= 0:
             raise ValueError(f"max_result_bytes must be a positive number of bytes or None, "
                              f"got {self.max_result_bytes}.")
@@ -389,7 +480,8 @@ class Gate:
     """Checks and forwards each executor call to the worker; one per gatekeeper."""
 
     def __init__(self, site: str, approvals: Mapping[str, str], log: AuditLog, worker: str,
-                 max_result_bytes: int | None = None, controller: str | None = None):
+                 max_result_bytes: int | None = None, controller: str | None = None,
+                 pins: Mapping[str, float] | None = None):
         import grpc
         from tensorflow_federated.proto.v0 import executor_pb2
 
@@ -398,6 +490,11 @@ class Gate:
         self.log = log
         self.max_result_bytes = max_result_bytes
         self.controller = controller  # With TLS: the name the client's certificate must carry.
+        self.pins = dict(pins or {})
+        # With pins: what the controller made at the worker, by (executor, value ref), to check calls against.
+        self._values: dict[tuple[str, str], Any] = {}  # Values sent whole (Value protos).
+        self._structs: dict[tuple[str, str], list[tuple[str, str]]] = {}  # Structs of such refs.
+        self._functions: dict[tuple[str, str], tuple[str, Any]] = {}  # Computations: (fingerprint, parameter).
         self._executor_pb2 = executor_pb2
         self._channel = grpc.insecure_channel(worker, _GRPC_OPTIONS)
         self._forward = {method: self._channel.unary_unary(f"/{SERVICE}/{method}") for method in METHODS}
@@ -452,7 +549,14 @@ class Gate:
                 parsed = self._executor_pb2.CreateValueRequest.FromString(request)
                 found = self.check_value(parsed.value)
                 note = " ".join(f"computation={f} ({self.approvals[f]})" for f in found)
-            answer = self._forward[method](request)
+            elif method == "CreateCall" and self.pins:
+                note = self.check_pins(self._executor_pb2.CreateCallRequest.FromString(request))
+            if not context.is_active():  # The controller gave up (its deadline passed) while this call waited.
+                raise Refused(f"Site {self.site!r} did not forward a {method} its controller no longer waits for.")
+            # No longer than the controller waits: a frozen worker must not hold the gatekeeper's threads.
+            answer = self._forward[method](request, timeout=context.time_remaining())
+            if self.pins:
+                self._remember(method, request, answer)
             if (method == "Compute" and self.max_result_bytes is not None
                     and len(answer) > self.max_result_bytes):
                 raise Refused(f"Site {self.site!r} refused to send back a result of {len(answer):,} bytes: "
@@ -472,6 +576,71 @@ class Gate:
         self.log.write(f"{method} in={len(request)} out={len(answer)} verdict=forwarded"
                        + (f" -- {note}" if note else ""))
         return answer
+
+    def _remember(self, method: str, request: bytes, answer: bytes) -> None:
+        """Keeps what a call made at the worker (with pins only), and forgets what the controller disposed of."""
+        pb2 = self._executor_pb2
+        if method == "CreateValue":
+            parsed = pb2.CreateValueRequest.FromString(request)
+            key = (parsed.executor.id, pb2.CreateValueResponse.FromString(answer).value_ref.id)
+            if parsed.value.WhichOneof("value") == "computation":
+                computation = parsed.value.computation
+                parameter = computation.type.function.parameter if computation.type.HasField("function") else None
+                self._functions[key] = (self._fingerprint(computation), parameter)
+            else:
+                self._values[key] = parsed.value
+        elif method == "CreateStruct":
+            parsed = pb2.CreateStructRequest.FromString(request)
+            key = (parsed.executor.id, pb2.CreateStructResponse.FromString(answer).value_ref.id)
+            self._structs[key] = [(parsed.executor.id, element.value_ref.id) for element in parsed.element]
+        elif method == "Dispose":
+            parsed = pb2.DisposeRequest.FromString(request)
+            for ref in parsed.value_ref:
+                for kept in (self._values, self._structs, self._functions):
+                    kept.pop((parsed.executor.id, ref.id), None)
+        elif method == "DisposeExecutor":
+            executor = pb2.DisposeExecutorRequest.FromString(request).executor.id
+            for kept in (self._values, self._structs, self._functions):
+                for key in [key for key in kept if key[0] == executor]:
+                    del kept[key]
+
+    def _numbers_at(self, key: tuple[str, str], position: list) -> list[float]:
+        if key in self._structs:
+            if not position or position[0] == "*" or position[0] >= len(self._structs[key]):
+                raise ValueError("a struct where the type has none")
+            return self._numbers_at(self._structs[key][position[0]], position[1:])
+        if key not in self._values:
+            raise ValueError("a value the gatekeeper did not see sent whole")
+        values = [self._values[key]]
+        for step in position:
+            if step == "*":
+                values = [member for value in values for member in value.federated.value]
+            else:
+                values = [value.struct.element[step].value for value in values]
+        return [number for value in values for number in _numbers(value.array)]
+
+    def check_pins(self, call) -> str:
+        """Refuses a call whose argument carries a pinned value with another number; returns a note for the log."""
+        function = self._functions.get((call.executor.id, call.function_ref.id))
+        if function is None:
+            raise Refused(f"Site {self.site!r} refused a call of a computation it did not see sent whole: it "
+                          f"checks its pinned values ({PINS}) only on computations sent to it as such.")
+        found, parameter = function
+        checked = []
+        for name, pinned in self.pins.items():
+            for position in ([] if parameter is None else _positions(parameter, name.split("."))):
+                try:
+                    numbers = self._numbers_at((call.executor.id, call.argument_ref.id), position)
+                except (ValueError, IndexError) as e:
+                    raise Refused(f"Site {self.site!r} refused computation {found}: it could not read the "
+                                  f"{name} it pins in the call's argument ({e}).") from None
+                wrong = [number for number in numbers if not _same(number, pinned)]
+                if wrong or not numbers:
+                    raise Refused(f"Site {self.site!r} refused computation {found}: its {name} is "
+                                  f"{f'{wrong[0]:.7g}' if wrong else 'missing'}, and the site pins it to {pinned:g} "
+                                  f"({PINS}).")
+                checked.append(f"{name}={pinned}")
+        return f"computation={found}" + (f" pinned {' '.join(checked)}" if checked else "")
 
     def handler(self):
         import grpc
@@ -493,6 +662,7 @@ def _serve(args) -> int:
     folder = Path(args.folder)
     try:
         approvals = read_approvals(folder)
+        pins = read_pins(folder)
         log = AuditLog(folder / AUDIT_LOG)
     except (OSError, ValueError) as e:
         print(f"gatekeeper: site {args.site!r}: {e}", file=sys.stderr, flush=True)
@@ -516,7 +686,7 @@ def _serve(args) -> int:
             raise launcher._CommandEnded
         gate = Gate(args.site, approvals, log, f"127.0.0.1:{args.worker_port}",
                     None if args.max_result_bytes <= 0 else args.max_result_bytes,
-                    controller=None if args.tls is None else args.controller)
+                    controller=None if args.tls is None else args.controller, pins=pins)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=_GRPC_OPTIONS)
         server.add_generic_rpc_handlers((gate.handler(),))
         if args.tls is None:
@@ -528,8 +698,9 @@ def _serve(args) -> int:
         server.start()
         limit = "none" if gate.max_result_bytes is None else f"{gate.max_result_bytes:,} bytes"
         tls = "no TLS" if args.tls is None else f"mutual TLS, serving only {args.controller!r}"
+        pinned = ", ".join(f"{name} = {value}" for name, value in pins.items()) or "none"
         log.write(f"gatekeeper started for site {args.site!r}: {len(approvals)} approved computations, "
-                  f"result limit {limit}, {tls}, worker pid {worker.pid}")
+                  f"pinned values {pinned}, result limit {limit}, {tls}, worker pid {worker.pid}")
         while not stop.is_set() and worker.poll() is None:
             stop.wait(0.1)
     except launcher._CommandEnded:
@@ -590,7 +761,27 @@ def main(argv: list[str] | None = None) -> int:
     agree = commands.add_parser("approve", help="add the computations a function builds to a site's approval list")
     agree.add_argument("folder", help="the site's gatekeeper folder")
     agree.add_argument("target", help="MODULE:FUNCTION returning {description: tff.Computation}")
+    pinning = commands.add_parser("pin", help="pin values (a learning rate) in a site's pins.txt")
+    pinning.add_argument("folder", help="the site's gatekeeper folder")
+    pinning.add_argument("values", nargs="+", metavar="NAME=NUMBER", help="client_work.learning_rate=0.02")
     args = parser.parse_args(argv)
+    if args.what == "pin":
+        given = {}
+        for value in args.values:
+            name, sep, number = value.partition("=")
+            try:
+                given[name.strip()] = float(number)
+            except ValueError:
+                sep = ""
+            if not sep:
+                parser.error(f"{value!r} is not NAME=NUMBER (for instance client_work.learning_rate=0.02)")
+        try:
+            pins = pin(args.folder, given)
+        except (OSError, ValueError) as e:
+            parser.error(str(e))
+        for name, number in pins.items():
+            print(f"pinned {name} = {number}")
+        return 0
     if args.what == "serve":
         _import_protos_without_tensorflow()
         return _serve(args)

@@ -47,6 +47,8 @@ from tutorial_helpers.runtime.processes import ManagedProcess, private_network_s
 
 _WORKER_PORT = 8000  # Inside the site's private network: any port will do.
 _GATEKEEPER_PORT = 8001
+# The controller opens one connection or a few; more at once are refused, so strangers cannot pile them up.
+MAX_CONNECTIONS = 16
 
 
 def worker_binary() -> str:
@@ -83,13 +85,24 @@ def _user(name: str) -> tuple[int, int]:
 
 
 async def _relay(listen: tuple[str, int], socket_path: str, site: ManagedProcess, ready: str) -> None:
+    open_connections = 0
+
     async def handle(reader, writer):
+        nonlocal open_connections
+        if open_connections >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        open_connections += 1
         try:
             inner_reader, inner_writer = await asyncio.open_unix_connection(socket_path)
         except OSError:
             writer.close()
+            open_connections -= 1
             return
-        await asyncio.gather(launcher._pipe(reader, inner_writer), launcher._pipe(inner_reader, writer))
+        try:
+            await asyncio.gather(launcher._pipe(reader, inner_writer), launcher._pipe(inner_reader, writer))
+        finally:
+            open_connections -= 1
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,10 +135,62 @@ def arguments() -> argparse.ArgumentParser:
     return parser
 
 
+def check_setup(site: str, gatekeeper: Path, tls: Path, worker_uid: int | None) -> list[str]:
+    """What is wrong with a site's gatekeeper folder and certificate folder; [] if nothing.
+
+    The certificate must name `site`, be valid now and match its key; the key
+    must be readable by its owner only; the approval list must not be empty.
+    With a worker of its own user, that user must not own (so change) the
+    gatekeeper's folder or the certificate's, nor its files.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from tutorial_helpers.gatekeeper import APPROVALS, read_approvals
+
+    problems = []
+    cert = x509.load_pem_x509_certificate((tls / "cert.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName)
+    if site not in names:
+        problems.append(f"{tls / 'cert.pem'} is a certificate for {names}, not for site {site!r}: give the folder "
+                        f"`tls make` made for {site!r}.")
+    now = datetime.datetime.now(datetime.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        problems.append(f"{tls / 'cert.pem'} is valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
+                        f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not now: make new certificates.")
+    key = serialization.load_pem_private_key((tls / "key.pem").read_bytes(), None)
+    if key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) \
+            != cert.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo):
+        problems.append(f"{tls / 'key.pem'} is not the key of {tls / 'cert.pem'}.")
+    if (tls / "key.pem").stat().st_mode & 0o077:
+        problems.append(f"{tls / 'key.pem'} can be read by others than its owner: chmod 600 it.")
+    if not read_approvals(gatekeeper):
+        problems.append(f"{gatekeeper / APPROVALS} approves nothing, so the site would refuse every computation: "
+                        "approve the training first (python -m tutorial_helpers.gatekeeper approve).")
+    if worker_uid is not None:
+        for path in (gatekeeper, *gatekeeper.iterdir(), tls, *tls.iterdir()):
+            if path.stat().st_uid == worker_uid:
+                problems.append(f"{path} belongs to the worker's user, who could then change it (the approvals, "
+                                "the log) or read the site's key: give it to root (chown -R root).")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = arguments()
     args = parser.parse_args(argv)
+    stopped = False
 
+    def stop(*_):  # Until the relay runs: stop cleanly, the site's processes included (finally below).
+        nonlocal stopped
+        stopped = True
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
     if not (args.root / "catalogue.json").is_file():
         parser.error(f"--root {args.root}: no catalogue.json there; make the site's data with sites.write_site.")
     try:
@@ -133,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
                             controller=args.controller)
     except (OSError, ValueError) as e:
         parser.error(str(e))
+    if os.geteuid() == 0 and args.user is None:
+        parser.error("started as root, the worker would run as root, who can change the approval list and read "
+                     "the site's key: give --user, an account that owns the data root and nothing else.")
+    user = None if args.user is None else _user(args.user)
+    problems = check_setup(args.site, args.gatekeeper, args.tls, None if user is None else user[0])
+    if problems:
+        parser.error("\n  ".join(["the site is not ready:", *problems]))
     possible, reason = private_network_status()
     if not possible:
         print(f"site_server: the worker must run in a private network, where only the gatekeeper reaches it, and "
@@ -140,12 +212,12 @@ def main(argv: list[str] | None = None) -> int:
               "the gatekeeper's, so the site does not start. In a container, run the kit's site image as its "
               "docs say (docs/sites_on_other_machines.md).", file=sys.stderr)
         return 2
-    user = None if args.user is None else _user(args.user)
     command = keeper.command([worker_binary(), f"--port={_WORKER_PORT}", "--max_concurrent_computation_calls=-1"],
                              worker_port=_WORKER_PORT, port=_GATEKEEPER_PORT, worker_user=user)
-    site = ManagedProcess(command, description=f"site {args.site!r}", private_network=True,
-                          inner_port=_GATEKEEPER_PORT, cwd=args.root, netns_only=user is not None)
+    site = None
     try:
+        site = ManagedProcess(command, description=f"site {args.site!r}", private_network=True,
+                              inner_port=_GATEKEEPER_PORT, cwd=args.root, netns_only=user is not None)
         try:
             site._wait(lambda: os.path.exists(site.socket_path), 60, "start")
         except (RuntimeError, TimeoutError) as e:
@@ -158,10 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         if not site.is_running():
             print(f"site_server: {site} ended. Its log ends with:\n{site.log_tail()}", file=sys.stderr)
             return 1
+    except KeyboardInterrupt:
+        if not stopped:
+            raise
     finally:
-        site.stop()
+        if site is not None:
+            site.stop()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before anything started.
+        sys.exit(130)

@@ -376,9 +376,9 @@ class _SiteRouting(tff.framework.SyncContext):
         names = {site: [_client_id(clients[i]) for i in positions] for site, positions in groups.items()}
         report = RoundReport(sites=list(groups))
         failures: list[BaseException] = []
-        if self.min_sites is not None:  # A site that left is asked first: is it back?
-            for site in [site for site in groups if site in self.absent]:
-                reason = await self._back(site)
+        if self.min_sites is not None:  # A site that left is asked first, all at once: is it back?
+            absent = [site for site in groups if site in self.absent]
+            for site, reason in zip(absent, await asyncio.gather(*map(self._back, absent)), strict=True):
                 if reason is None:
                     report.returned.append(site)
                 else:
@@ -401,7 +401,8 @@ class _SiteRouting(tff.framework.SyncContext):
                 raise outcome
             if isinstance(outcome, BaseException):
                 report.dropped[site] = (names[site], str(outcome.__cause__ or outcome))
-                self.absent[site] = report.dropped[site][1]
+                if not isinstance(outcome, PermissionError):  # A site that said no is there: not absent.
+                    self.absent[site] = report.dropped[site][1]
                 failures.append(outcome)
             else:
                 partials[site] = outcome
@@ -427,8 +428,11 @@ class _SiteRouting(tff.framework.SyncContext):
             return await self._site_contexts[site].invoke(form.up_to_merge, arg)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                timeout = TimeoutError(f"it did not answer within {self.sites[site].call_timeout:g} s (its "
-                                       "call_timeout)")
+                seconds = getattr(self.sites[site], "call_timeout", None)
+                timeout = TimeoutError(
+                    ("it did not answer in time" if seconds is None else f"it did not answer within {seconds:g} s")
+                    + " (its worker's call_timeout, which create_site_context's site_timeout sets: raise it "
+                    "if the site's part of a round takes that long)")
                 raise self._failed(site, ids, timeout) from timeout
             if e.code() != grpc.StatusCode.PERMISSION_DENIED:  # Not a site's gatekeeper saying no.
                 raise self._failed(site, ids, e) from e
@@ -439,7 +443,7 @@ class _SiteRouting(tff.framework.SyncContext):
     async def _back(self, site: str) -> str | None:
         """None if `site`, which failed an earlier round, answers now; otherwise why it is still left out."""
         try:
-            ping(self.sites[site], timeout=PING_TIMEOUT)
+            await asyncio.to_thread(ping, self.sites[site], PING_TIMEOUT)
         except Exception as e:
             now = e.details() if isinstance(e, grpc.RpcError) else str(e).split(". Its log")[0]
             return (f"it failed an earlier round and does not answer yet ({now}); it is asked again before each "
@@ -543,6 +547,8 @@ def create_site_context(
         that failed is asked before each later round whether it answers
         (`PING_TIMEOUT` seconds); if not, its clients are dropped at once, and
         if it does (it came back), it takes part again (`last_round.returned`).
+        A site that only timed out may still be computing the round it
+        missed, and then answers at once: it is given the next round on top.
         `replace_site` gives a site a new worker.
       gatekeepers: for each site that has one, its `gatekeeper.Gatekeeper`
         (its approval list, its limit on answers, its audit log), started in

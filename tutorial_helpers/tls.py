@@ -77,6 +77,14 @@ def make_workshop_ca(folder: str | os.PathLike, sites: Sequence[str], *,
     addresses = dict(addresses or {})
     if set(addresses) - set(sites):
         raise ValueError(f"addresses names sites that are not among {sites}: {sorted(set(addresses) - set(sites))}.")
+    for site, given in addresses.items():
+        for address in given:
+            if address in (CONTROLLER, *sites) or "*" in address or not address.strip():
+                raise ValueError(f"address {address!r} for site {site!r}: give a host name or IP address of "
+                                 "its own, not a holder's name or a wildcard (the certificate would then pass "
+                                 "for that name).")
+    if days < 1:
+        raise ValueError(f"days must be at least 1, got {days}.")
     if (folder / CA_FOLDER).exists():
         raise FileExistsError(f"{folder / CA_FOLDER} already exists: a workshop CA was made there. Use another "
                               "folder, or remove that one first (its certificates stop working).")

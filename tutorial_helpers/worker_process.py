@@ -70,11 +70,19 @@ class _CallDetails(collections.namedtuple(
     pass
 
 
+# Calls that do no computing: a worker that answers answers them at once.
+_QUICK_CALLS = ("/GetExecutor", "/Dispose", "/DisposeExecutor")
+_QUICK_CALL_SECONDS = 5.0
+
+
 class _Deadline(grpc.UnaryUnaryClientInterceptor):
     """Gives every call on a channel a deadline: a worker that stops answering fails the call.
 
     TFF's stub has no deadline of its own, so a worker that hangs would
-    hang its caller too. The call then fails with DEADLINE_EXCEEDED.
+    hang its caller too. The call then fails with DEADLINE_EXCEEDED. Calls
+    that compute nothing (getting and disposing of executors and values) get
+    at most `_QUICK_CALL_SECONDS`: after a computation timed out, TFF
+    disposes of its executor, and that must not wait as long again.
     """
 
     def __init__(self, seconds: float):
@@ -82,7 +90,9 @@ class _Deadline(grpc.UnaryUnaryClientInterceptor):
 
     def intercept_unary_unary(self, continuation, details, request):
         if details.timeout is None:
-            details = _CallDetails(details.method, self.seconds, details.metadata, details.credentials,
+            seconds = (min(self.seconds, _QUICK_CALL_SECONDS) if details.method.endswith(_QUICK_CALLS)
+                       else self.seconds)
+            details = _CallDetails(details.method, seconds, details.metadata, details.credentials,
                                    details.wait_for_ready, details.compression)
         return continuation(details, request)
 
@@ -101,13 +111,17 @@ def ping(worker: Worker, timeout: float = 2.0) -> None:
 
     What a context uses to see whether a worker that failed earlier (it
     died, or stopped answering) is back. Recorded in the worker's audit if
-    it has one, and in a site's audit log if it has a gatekeeper.
+    it has one, and in a site's audit log if it has a gatekeeper. A remote
+    worker has `timeout` seconds to connect and answer, not its
+    `connect_timeout`.
     """
-    worker.check_alive()
-    _ping(worker.channel, timeout, getattr(worker, "audit", None))
+    if isinstance(worker, WorkerProcess):
+        worker.check_alive()  # A process that ended says why; a call would only say it was refused.
+    _ping(worker.channel, timeout, getattr(worker, "audit", None), wait_for_ready=True)
 
 
-def _ping(channel: grpc.Channel, timeout: float, audit: ChannelAudit | None = None) -> None:
+def _ping(channel: grpc.Channel, timeout: float, audit: ChannelAudit | None = None,
+          wait_for_ready: bool = False) -> None:
     from tensorflow_federated.proto.v0 import computation_pb2, executor_pb2, executor_pb2_grpc
 
     stub = executor_pb2_grpc.ExecutorGroupStub(channel)
@@ -115,7 +129,7 @@ def _ping(channel: grpc.Channel, timeout: float, audit: ChannelAudit | None = No
     def call(method: str, name: str, request):
         if audit is not None:
             audit.record("sent", name, request)
-        response = getattr(stub, method)(request, timeout=timeout)
+        response = getattr(stub, method)(request, timeout=timeout, wait_for_ready=wait_for_ready)
         if audit is not None:
             audit.record("received", name, response)
         return response
@@ -437,12 +451,14 @@ class RemoteWorker:
         tutorial_helpers.tls make`: the connection is then mutual TLS, and
         only a certificate from the same authority that names `site` is
         accepted (so another site, or anybody else at that address, is not).
-      call_timeout: seconds each call may take; None for no limit.
+      call_timeout: seconds each call may take (a site's whole part of a
+        round is one call) before it fails, so that a machine that went
+        silent does not hold the caller forever; None for no limit.
       audit: a `ChannelAudit` that records every message to and from it.
     """
 
     def __init__(self, address: str, connect_timeout: float = 10.0, *, site: str | None = None,
-                 tls: str | os.PathLike | None = None, call_timeout: float | None = None,
+                 tls: str | os.PathLike | None = None, call_timeout: float | None = 300.0,
                  audit: ChannelAudit | None = None):
         _check_timeout(call_timeout)
         if tls is not None and site is None:
@@ -477,9 +493,11 @@ class RemoteWorker:
         return self.stub.audit
 
     def check_alive(self) -> None:
+        ready = grpc.channel_ready_future(self._channel)
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout)
+            ready.result(timeout=self.connect_timeout)
         except grpc.FutureTimeoutError:
+            ready.cancel()
             try:  # A call says why (refused, a certificate not accepted); waiting does not.
                 _ping(self._channel, 1.0)
                 why = ""
