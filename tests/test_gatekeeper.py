@@ -455,3 +455,17 @@ def test_a_site_that_pins_its_learning_rate_refuses_a_round_with_another(sites, 
     assert [c["call"] for c in refusals(folder)] == ["CreateCall"]
     assert "pinned values client_work.learning_rate = 0.02" in (folder / gatekeeper.AUDIT_LOG).read_text()
     assert not worker_pids() & set(pids)
+
+
+def test_a_gatekeeper_forwards_calls_that_have_no_deadline(sites):
+    """A worker started without call_timeout: gRPC gives the gatekeeper an 'infinite' time remaining."""
+    ids, catalogue, roots, folders = sites
+    worker = WorkerProcess(cwd=roots["practice"], gatekeeper=Gatekeeper(folders["practice"], "practice"))
+    assert worker.call_timeout is None
+    start = len(read_audit_log(folders["practice"]))
+    process = build_site_fed_avg()
+    with create_site_context({"practice": catalogue["practice"]}, site_workers={"practice": worker}):
+        result = process.next(process.initialize(), catalogue["practice"])
+    assert result.metrics["client_work"]["train"]["num_examples"] > 0
+    calls = read_audit_log(folders["practice"])[start:]
+    assert "Compute" in [c["call"] for c in calls] and {c["verdict"] for c in calls} == {"forwarded"}

@@ -554,7 +554,10 @@ class Gate:
             if not context.is_active():  # The controller gave up (its deadline passed) while this call waited.
                 raise Refused(f"Site {self.site!r} did not forward a {method} its controller no longer waits for.")
             # No longer than the controller waits: a frozen worker must not hold the gatekeeper's threads.
-            answer = self._forward[method](request, timeout=context.time_remaining())
+            # (Without a deadline, gRPC gives the time remaining as infinite, or about 2**63 ns.)
+            remaining = context.time_remaining()
+            answer = self._forward[method](
+                request, timeout=remaining if remaining is not None and remaining < 1e7 else None)
             if self.pins:
                 self._remember(method, request, answer)
             if (method == "Compute" and self.max_result_bytes is not None
