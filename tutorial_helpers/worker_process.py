@@ -287,7 +287,27 @@ def _credentials(user: str, private_network: bool | None) -> tuple[int, int]:
     return account.pw_uid, account.pw_gid
 
 
-class WorkerProcess(ManagedProcess):
+class _Connected:
+    """What a `Worker` offers through its channel and stub (set by the subclass)."""
+
+    _channel: grpc.Channel
+    stub: _CountingStub
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channel
+
+    @property
+    def audit(self) -> ChannelAudit | None:
+        return self.stub.audit
+
+    @property
+    def client_value_bytes(self) -> int:
+        """Bytes of CLIENTS-placed values (client data or its references) sent so far."""
+        return self.stub.client_value_bytes
+
+
+class WorkerProcess(_Connected, ManagedProcess):
     """One running `worker_binary`, reachable through `stub`.
 
     Use it as a context manager, or call `stop()`; it is also stopped at
@@ -383,19 +403,6 @@ class WorkerProcess(ManagedProcess):
         self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(_with_deadline(self._channel, call_timeout)),
                                   audit)
 
-    @property
-    def channel(self) -> grpc.Channel:
-        return self._channel
-
-    @property
-    def audit(self) -> ChannelAudit | None:
-        return self.stub.audit
-
-    @property
-    def client_value_bytes(self) -> int:
-        """Bytes of CLIENTS-placed values (client data or its references) sent so far."""
-        return self.stub.client_value_bytes
-
     def _wait_until_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         # The launcher makes the socket once the worker listens; connecting
@@ -441,7 +448,7 @@ class WorkerProcess(ManagedProcess):
         return f"WorkerProcess(pid={self.pid}, address={self.address!r}, {state})"
 
 
-class RemoteWorker:
+class RemoteWorker(_Connected):
     """A TFF worker started elsewhere: `worker_binary --port=N`, or a site (`tutorial_helpers.site_server`).
 
     Args:
@@ -484,14 +491,6 @@ class RemoteWorker:
             _close_channel(self._channel)
             raise
 
-    @property
-    def channel(self) -> grpc.Channel:
-        return self._channel
-
-    @property
-    def audit(self) -> ChannelAudit | None:
-        return self.stub.audit
-
     def check_alive(self) -> None:
         ready = grpc.channel_ready_future(self._channel)
         try:
@@ -510,10 +509,6 @@ class RemoteWorker:
                 "this machine" + ("" if self.tls is None else ", with a certificate from the same workshop CA")
                 + "."
             ) from None
-
-    @property
-    def client_value_bytes(self) -> int:
-        return self.stub.client_value_bytes
 
     def stop(self) -> None:
         """Disconnects; the remote worker keeps running (it is not ours to stop)."""
