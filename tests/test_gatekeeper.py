@@ -373,7 +373,8 @@ def test_pinned_values_are_checked_where_the_approved_computations_parameter_nam
     native = tff.backends.native.desugar_and_transform_to_native(scale)
     computation = type(native).get_proto(native)
     log = AuditLog(tmp_path / gatekeeper.AUDIT_LOG)
-    gate = Gate("clinic", {fingerprint(computation): "scale"}, log, "127.0.0.1:1", pins={"rate": 0.5})
+    gate = Gate("clinic", {fingerprint(computation): "scale"}, log, "127.0.0.1:1",
+                pins={"rate": 0.5, "momentum": 0.9})
     executor = executor_pb2.ExecutorId(id="e")
 
     def sent(ref: str, value) -> None:  # What the gate keeps of a CreateValue the worker answered with `ref`.
@@ -394,7 +395,8 @@ def test_pinned_values_are_checked_where_the_approved_computations_parameter_nam
     try:
         sent("f", executor_pb2.Value(computation=computation))
         sent("right", argument(0.5))
-        assert call("f", "right") == f"computation={fingerprint(computation)} pinned rate=0.5"
+        assert call("f", "right") == (f"computation={fingerprint(computation)} pinned rate=0.5 "
+                                      "(pins not in its parameter: momentum)")
         sent("wrong", argument(0.7))
         with pytest.raises(Refused, match=r"its rate is 0.7\d*, and the site pins it to 0.5 \(pins.txt\)"):
             call("f", "wrong")
@@ -404,13 +406,26 @@ def test_pinned_values_are_checked_where_the_approved_computations_parameter_nam
         sent("unnamed", unnamed)
         with pytest.raises(Refused, match="its rate is 0.7"):
             call("f", "unnamed")
-        raw = argument(0.7)  # The number as raw bytes instead of a list of floats.
+        raw = argument(0.7)  # The number as raw bytes of shape [1], as the worker reads any non-scalar.
         rate = raw.struct.element[1].value.array
         rate.ClearField("float32_list")
+        rate.shape.dim.append(1)
         rate.content = struct.pack("<f", 0.7)
         sent("raw", raw)
         with pytest.raises(Refused, match="its rate is 0.7"):
             call("f", "raw")
+        both = argument(0.5)  # 0.5 in the list, 0.7 in the bytes the worker would read for shape [1].
+        rate = both.struct.element[1].value.array
+        rate.shape.dim.append(1)
+        rate.content = struct.pack("<f", 0.7)
+        sent("both", both)
+        with pytest.raises(Refused, match="could not read the rate it pins .*both a list and raw bytes"):
+            call("f", "both")
+        short = argument(0.5)  # Fewer numbers than the shape says.
+        short.struct.element[1].value.array.shape.dim.append(2)
+        sent("short", short)
+        with pytest.raises(Refused, match="could not read the rate"):
+            call("f", "short")
         with pytest.raises(Refused, match="could not read the rate it pins"):
             call("f", "made-elsewhere")  # An argument the gate did not see sent whole (a selection, a result).
         with pytest.raises(Refused, match="a computation it did not see sent whole"):
@@ -419,6 +434,18 @@ def test_pinned_values_are_checked_where_the_approved_computations_parameter_nam
             executor=executor, value_ref=[executor_pb2.ValueRef(id="right")]).SerializeToString(), b"")
         with pytest.raises(Refused, match="could not read"):
             call("f", "right")  # Disposed of: forgotten.
+
+        # The worker shares an executor between holders: one holder letting go forgets nothing.
+        got = executor_pb2.GetExecutorResponse(executor=executor).SerializeToString()
+        gate._remember("GetExecutor", b"", got)
+        gate._remember("GetExecutor", b"", got)  # A second holder (a ping, say).
+        sent("again", argument(0.5))
+        dispose = executor_pb2.DisposeExecutorRequest(executor=executor).SerializeToString()
+        gate._remember("DisposeExecutor", dispose, b"")
+        assert call("f", "again").startswith(f"computation={fingerprint(computation)} pinned rate=0.5")
+        gate._remember("DisposeExecutor", dispose, b"")
+        with pytest.raises(Refused, match="did not see sent whole"):
+            call("f", "again")  # The last holder let go.
     finally:
         gate.close()
         log.close()
@@ -433,9 +460,10 @@ def test_a_site_that_pins_its_learning_rate_refuses_a_round_with_another(sites, 
                              "client_work.learning_rate=0.02"], capture_output=True, text=True, check=True)
     assert "pinned client_work.learning_rate = 0.02" in pinned.stdout
     assert gatekeeper.read_pins(folder) == {"client_work.learning_rate": 0.02}
-    bad = subprocess.run([sys.executable, "-m", "tutorial_helpers.gatekeeper", "pin", str(folder), "rate=fast"],
-                         capture_output=True, text=True, check=False)
-    assert bad.returncode == 2 and "is not NAME=NUMBER" in bad.stderr
+    for wrong, message in (("rate=fast", "is not NAME=NUMBER"), ("rate=nan", "a finite number")):
+        bad = subprocess.run([sys.executable, "-m", "tutorial_helpers.gatekeeper", "pin", str(folder), wrong],
+                             capture_output=True, text=True, check=False)
+        assert bad.returncode == 2 and message in bad.stderr, wrong
     clients = catalogue["practice"]
     with create_site_context(roots={"practice": roots["practice"]},
                              gatekeepers={"practice": Gatekeeper(folder)}) as ctx:
@@ -445,13 +473,13 @@ def test_a_site_that_pins_its_learning_rate_refuses_a_round_with_another(sites, 
         faster = build_site_fed_avg(client_learning_rate=0.05)
         assert fingerprint(site_part(faster.next)) == fingerprint(site_part(agreed.next))  # Same computation.
         with pytest.raises(PermissionError, match=r"Site 'practice' refused computation [0-9a-f]{64}: its "
-                                                  r"client_work.learning_rate is 0.05\d*, and the site pins it to 0.02"):
+                                                  r"state.client_work.learning_rate is 0.05, and the site pins it to 0.02"):
             faster.next(faster.initialize(), clients)
         pids = [worker.pid for worker in ctx.workers]
     calls = read_audit_log(folder)
     (checked,) = [c for c in calls if c["call"] == "CreateCall" and c["verdict"] == "forwarded" and "pinned" in
                   c["detail"]]
-    assert checked["detail"].endswith("pinned client_work.learning_rate=0.02")
+    assert checked["detail"].endswith("pinned state.client_work.learning_rate=0.02")
     assert [c["call"] for c in refusals(folder)] == ["CreateCall"]
     assert "pinned values client_work.learning_rate = 0.02" in (folder / gatekeeper.AUDIT_LOG).read_text()
     assert not worker_pids() & set(pids)

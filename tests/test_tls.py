@@ -121,9 +121,13 @@ def test_over_mutual_tls_a_round_trains_as_without_and_only_the_controller_reach
 
         # The positive control: the controller's own certificate, expecting the clinic, is served.
         _ping(Identity(ws / "controller").secure_channel(clinic, "clinic"), 5)
-        # A controller without a certificate, or with one from another authority: no TLS session at all.
+        # A controller without TLS, or with a certificate from another authority: no TLS session at all.
         assert "Socket closed" in refused(grpc.insecure_channel(clinic)).details()
         assert "handshake failed" in refused(Identity(other / "controller").secure_channel(clinic, "clinic")).details()
+        # TLS from the workshop's authority, but no certificate of the client's own: refused in the handshake.
+        anonymous = grpc.secure_channel(clinic, grpc.ssl_channel_credentials((ws / "ca" / "ca.pem").read_bytes()),
+                                        [("grpc.ssl_target_name_override", "clinic")])
+        assert refused(anonymous).code() == grpc.StatusCode.UNAVAILABLE
         # A site's certificate (issued for serving, not for clients) does not open another site.
         assert refused(Identity(ws / "hospital").secure_channel(clinic, "clinic")).code() == grpc.StatusCode.UNAVAILABLE
         # A client certificate from the same authority that is not the controller's: TLS passes, the gatekeeper

@@ -49,6 +49,7 @@ import dataclasses
 import datetime
 import hashlib
 import importlib.util
+import math
 import os
 import re
 import signal
@@ -341,36 +342,40 @@ def read_pins(folder: str | os.PathLike) -> dict[str, float]:
             continue
         name, sep, value = (part.strip() for part in text.partition("="))
         try:
-            if not sep or not _PIN_NAME.fullmatch(name):
+            if not sep or not _PIN_NAME.fullmatch(name) or not math.isfinite(float(value)):
                 raise ValueError
             pins[name] = float(value)
         except ValueError:
-            raise ValueError(f"{path}, line {number}: {line!r} is not NAME = NUMBER (for instance "
-                             "client_work.learning_rate = 0.02).") from None
+            raise ValueError(f"{path}, line {number}: {line!r} is not NAME = NUMBER, a finite number (for "
+                             "instance client_work.learning_rate = 0.02).") from None
     return pins
 
 
 def pin(folder: str | os.PathLike, values: Mapping[str, float]) -> dict[str, float]:
     """Pins `values` ({name: number}) in the site's `pins.txt`, replacing earlier pins of the same names.
 
-    Returns every pin now in the file. A running gatekeeper reads the file
-    when it starts.
+    Returns every pin now in the file. A gatekeeper reads the file when it
+    starts: restart it after a change. A name that no approved computation's
+    parameter has checks nothing; each call's line in the audit log names the
+    pins it checked.
     """
     folder = Path(folder)
     pins = {**read_pins(folder), **{name: float(value) for name, value in values.items()}}
-    for name in pins:
+    for name, value in pins.items():
         if not _PIN_NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a value's name path (for instance client_work.learning_rate).")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} = {value}: a pin must be a finite number.")
     text = "".join(f"{name} = {value!r}\n" for name, value in pins.items())
     (folder / PINS).write_text("# Values this site pins: a call that sends another number is refused.\n" + text)
     return pins
 
 
-def _positions(parameter, wanted: list[str]) -> list[list]:
+def _positions(parameter, wanted: list[str]) -> list[tuple[str, list]]:
     """Where in a value of type `parameter` (a Type proto) a value whose names end with `wanted` sits.
 
-    Each place is a list of struct positions, "*" for every member of a
-    federated value.
+    Each place is (its full name path, its struct positions, "*" for every
+    member of a federated value).
     """
     found = []
 
@@ -382,24 +387,68 @@ def _positions(parameter, wanted: list[str]) -> list[list]:
         elif kind == "federated":
             walk(type_proto.federated.member, names, position + ["*"])
         elif names[-len(wanted):] == wanted:
-            found.append(position)
+            found.append((".".join(names), position))
 
     walk(parameter, [], [])
     return found
 
 
+_NUMBER_LISTS = {"float32_list": 1, "float64_list": 2, "int32_list": 3, "int64_list": 9}  # Kind: its DataType.
+_RAW = {1: "<f", 2: "<d", 3: "<i", 9: "<q"}  # DataType: how its raw `content` bytes read.
+
+
 def _numbers(array) -> list[float]:
-    """The numbers in a TFF Array proto; ValueError for an array that holds no plain numbers."""
+    """The numbers in a TFF Array proto, read as the worker reads them; ValueError for anything else.
+
+    The worker reads the typed list of a scalar and the raw `content` bytes
+    of any other shape; an array that carries both, has another kind, or
+    holds another number of elements than its shape says, is not read.
+    """
     import struct
 
     kind = array.WhichOneof("kind")
-    if kind in ("float32_list", "float64_list", "int32_list", "int64_list", "int16_list", "int8_list",
-                "uint8_list", "uint16_list", "uint32_list", "uint64_list"):
-        return list(getattr(array, kind).value)
-    if array.HasField("content") and array.dtype in (1, 2):  # DT_FLOAT, DT_DOUBLE, as raw bytes.
-        code = "<f" if array.dtype == 1 else "<d"
-        return [v for (v,) in struct.iter_unpack(code, array.content)]
-    raise ValueError(f"an array of kind {kind or 'content'} and type {array.dtype}")
+    dims = list(array.shape.dim)
+    count = 1
+    for dim in dims:
+        count *= dim
+    if kind is not None and array.HasField("content"):
+        raise ValueError("an array with both a list and raw bytes")
+    if array.shape.unknown_rank or any(dim < 0 for dim in dims):
+        raise ValueError("an array of unknown shape")
+    if kind is not None:
+        if _NUMBER_LISTS.get(kind) != array.dtype or dims:
+            raise ValueError(f"an array of kind {kind} and type {array.dtype}, shape {dims}")
+        numbers = list(getattr(array, kind).value)
+    elif array.HasField("content") and array.dtype in _RAW:
+        code = _RAW[array.dtype]
+        if len(array.content) != count * struct.calcsize(code):
+            raise ValueError(f"{len(array.content)} bytes for {count} numbers")
+        numbers = [v for (v,) in struct.iter_unpack(code, array.content)]
+    else:
+        raise ValueError(f"an array of type {array.dtype}")
+    if len(numbers) != count:
+        raise ValueError(f"{len(numbers)} numbers for shape {dims}")
+    return numbers
+
+
+def _kept(value):
+    """What the gatekeeper keeps of a value it may have to check: small arrays only (no model weights)."""
+    kept = type(value)()
+    kept.CopyFrom(value)
+
+    def prune(v):
+        which = v.WhichOneof("value")
+        if which == "array" and v.array.ByteSize() > 1024:
+            v.array.Clear()  # Read as "an array of type 0": a pin there is refused, not passed.
+        elif which == "struct":
+            for element in v.struct.element:
+                prune(element.value)
+        elif which == "federated":
+            for member in v.federated.value:
+                prune(member)
+
+    prune(kept)
+    return kept
 
 
 def _same(number: float, pinned: float) -> bool:
@@ -495,6 +544,8 @@ class Gate:
         self._values: dict[tuple[str, str], Any] = {}  # Values sent whole (Value protos).
         self._structs: dict[tuple[str, str], list[tuple[str, str]]] = {}  # Structs of such refs.
         self._functions: dict[tuple[str, str], tuple[str, Any]] = {}  # Computations: (fingerprint, parameter).
+        self._holders: dict[str, int] = {}  # Executor id -> GetExecutor answers not yet disposed of.
+        self._kept_lock = threading.Lock()
         self._executor_pb2 = executor_pb2
         self._channel = grpc.insecure_channel(worker, _GRPC_OPTIONS)
         self._forward = {method: self._channel.unary_unary(f"/{SERVICE}/{method}") for method in METHODS}
@@ -550,7 +601,8 @@ class Gate:
                 found = self.check_value(parsed.value)
                 note = " ".join(f"computation={f} ({self.approvals[f]})" for f in found)
             elif method == "CreateCall" and self.pins:
-                note = self.check_pins(self._executor_pb2.CreateCallRequest.FromString(request))
+                with self._kept_lock:
+                    note = self.check_pins(self._executor_pb2.CreateCallRequest.FromString(request))
             if not context.is_active():  # The controller gave up (its deadline passed) while this call waited.
                 raise Refused(f"Site {self.site!r} did not forward a {method} its controller no longer waits for.")
             # No longer than the controller waits: a frozen worker must not hold the gatekeeper's threads.
@@ -559,7 +611,8 @@ class Gate:
             answer = self._forward[method](
                 request, timeout=remaining if remaining is not None and remaining < 1e7 else None)
             if self.pins:
-                self._remember(method, request, answer)
+                with self._kept_lock:
+                    self._remember(method, request, answer)
             if (method == "Compute" and self.max_result_bytes is not None
                     and len(answer) > self.max_result_bytes):
                 raise Refused(f"Site {self.site!r} refused to send back a result of {len(answer):,} bytes: "
@@ -583,7 +636,10 @@ class Gate:
     def _remember(self, method: str, request: bytes, answer: bytes) -> None:
         """Keeps what a call made at the worker (with pins only), and forgets what the controller disposed of."""
         pb2 = self._executor_pb2
-        if method == "CreateValue":
+        if method == "GetExecutor":  # The worker shares an executor between holders of the same cardinalities.
+            executor = pb2.GetExecutorResponse.FromString(answer).executor.id
+            self._holders[executor] = self._holders.get(executor, 0) + 1
+        elif method == "CreateValue":
             parsed = pb2.CreateValueRequest.FromString(request)
             key = (parsed.executor.id, pb2.CreateValueResponse.FromString(answer).value_ref.id)
             if parsed.value.WhichOneof("value") == "computation":
@@ -591,7 +647,7 @@ class Gate:
                 parameter = computation.type.function.parameter if computation.type.HasField("function") else None
                 self._functions[key] = (self._fingerprint(computation), parameter)
             else:
-                self._values[key] = parsed.value
+                self._values[key] = _kept(parsed.value)
         elif method == "CreateStruct":
             parsed = pb2.CreateStructRequest.FromString(request)
             key = (parsed.executor.id, pb2.CreateStructResponse.FromString(answer).value_ref.id)
@@ -603,9 +659,12 @@ class Gate:
                     kept.pop((parsed.executor.id, ref.id), None)
         elif method == "DisposeExecutor":
             executor = pb2.DisposeExecutorRequest.FromString(request).executor.id
-            for kept in (self._values, self._structs, self._functions):
-                for key in [key for key in kept if key[0] == executor]:
-                    del kept[key]
+            self._holders[executor] = self._holders.get(executor, 1) - 1
+            if self._holders[executor] <= 0:  # Its last holder let go: the worker drops it, and so does the gate.
+                del self._holders[executor]
+                for kept in (self._values, self._structs, self._functions):
+                    for key in [key for key in kept if key[0] == executor]:
+                        del kept[key]
 
     def _numbers_at(self, key: tuple[str, str], position: list) -> list[float]:
         if key in self._structs:
@@ -629,21 +688,25 @@ class Gate:
             raise Refused(f"Site {self.site!r} refused a call of a computation it did not see sent whole: it "
                           f"checks its pinned values ({PINS}) only on computations sent to it as such.")
         found, parameter = function
-        checked = []
+        checked, absent = [], []
         for name, pinned in self.pins.items():
-            for position in ([] if parameter is None else _positions(parameter, name.split("."))):
+            places = [] if parameter is None else _positions(parameter, name.split("."))
+            if not places:
+                absent.append(name)
+            for path, position in places:
                 try:
                     numbers = self._numbers_at((call.executor.id, call.argument_ref.id), position)
-                except (ValueError, IndexError) as e:
+                except (ValueError, IndexError, KeyError) as e:
                     raise Refused(f"Site {self.site!r} refused computation {found}: it could not read the "
-                                  f"{name} it pins in the call's argument ({e}).") from None
+                                  f"{path} it pins ({name}) in the call's argument ({e}).") from None
                 wrong = [number for number in numbers if not _same(number, pinned)]
                 if wrong or not numbers:
-                    raise Refused(f"Site {self.site!r} refused computation {found}: its {name} is "
+                    raise Refused(f"Site {self.site!r} refused computation {found}: its {path} is "
                                   f"{f'{wrong[0]:.7g}' if wrong else 'missing'}, and the site pins it to {pinned:g} "
                                   f"({PINS}).")
-                checked.append(f"{name}={pinned}")
-        return f"computation={found}" + (f" pinned {' '.join(checked)}" if checked else "")
+                checked.append(f"{path}={pinned}")
+        return (f"computation={found}" + (f" pinned {' '.join(checked)}" if checked else "")
+                + (f" (pins not in its parameter: {' '.join(absent)})" if absent else ""))
 
     def handler(self):
         import grpc

@@ -49,6 +49,8 @@ _WORKER_PORT = 8000  # Inside the site's private network: any port will do.
 _GATEKEEPER_PORT = 8001
 # The controller opens one connection or a few; more at once are refused, so strangers cannot pile them up.
 MAX_CONNECTIONS = 16
+# A TLS client speaks first, at once: a connection silent this long is closed, so it holds no place.
+FIRST_BYTES_SECONDS = 10.0
 
 
 def worker_binary() -> str:
@@ -94,12 +96,13 @@ async def _relay(listen: tuple[str, int], socket_path: str, site: ManagedProcess
             return
         open_connections += 1
         try:
-            inner_reader, inner_writer = await asyncio.open_unix_connection(socket_path)
-        except OSError:
-            writer.close()
-            open_connections -= 1
-            return
-        try:
+            try:
+                first = await asyncio.wait_for(reader.read(1 << 18), FIRST_BYTES_SECONDS)
+                inner_reader, inner_writer = await asyncio.open_unix_connection(socket_path)
+            except (OSError, TimeoutError):
+                writer.close()
+                return
+            inner_writer.write(first)
             await asyncio.gather(launcher._pipe(reader, inner_writer), launcher._pipe(inner_reader, writer))
         finally:
             open_connections -= 1
@@ -152,8 +155,11 @@ def check_setup(site: str, gatekeeper: Path, tls: Path, worker_uid: int | None) 
 
     problems = []
     cert = x509.load_pem_x509_certificate((tls / "cert.pem").read_bytes())
-    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.DNSName)
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
     if site not in names:
         problems.append(f"{tls / 'cert.pem'} is a certificate for {names}, not for site {site!r}: give the folder "
                         f"`tls make` made for {site!r}.")
@@ -171,11 +177,12 @@ def check_setup(site: str, gatekeeper: Path, tls: Path, worker_uid: int | None) 
     if not read_approvals(gatekeeper):
         problems.append(f"{gatekeeper / APPROVALS} approves nothing, so the site would refuse every computation: "
                         "approve the training first (python -m tutorial_helpers.gatekeeper approve).")
-    if worker_uid is not None:
-        for path in (gatekeeper, *gatekeeper.iterdir(), tls, *tls.iterdir()):
-            if path.stat().st_uid == worker_uid:
-                problems.append(f"{path} belongs to the worker's user, who could then change it (the approvals, "
-                                "the log) or read the site's key: give it to root (chown -R root).")
+    for path in (gatekeeper, *gatekeeper.iterdir(), tls, *tls.iterdir()):
+        if path.stat().st_mode & 0o002:
+            problems.append(f"{path} can be changed by every user of this machine: chmod o-w it.")
+        if worker_uid is not None and path.stat().st_uid == worker_uid:
+            problems.append(f"{path} belongs to the worker's user, who could then change it (the approvals, "
+                            "the log) or read the site's key: give it to root (chown -R root).")
     return problems
 
 

@@ -117,7 +117,15 @@ def ping(worker: Worker, timeout: float = 2.0) -> None:
     """
     if isinstance(worker, WorkerProcess):
         worker.check_alive()  # A process that ended says why; a call would only say it was refused.
-    _ping(worker.channel, timeout, getattr(worker, "audit", None), wait_for_ready=True)
+    if not isinstance(worker, RemoteWorker):
+        _ping(worker.channel, timeout, getattr(worker, "audit", None), wait_for_ready=True)
+        return
+    # A new channel connects at once; the worker's own may wait out gRPC's backoff after failures.
+    channel = worker.new_channel()
+    try:
+        _ping(channel, timeout, worker.audit, wait_for_ready=True)
+    finally:
+        channel.close()
 
 
 def _ping(channel: grpc.Channel, timeout: float, audit: ChannelAudit | None = None,
@@ -474,15 +482,8 @@ class RemoteWorker(_Connected):
         self.site = site
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
-        # A site that comes back is found within 2 s (gRPC's own backoff grows to 2 minutes).
-        options = [*_GRPC_OPTIONS, ("grpc.max_reconnect_backoff_ms", 2000)]
-        if tls is None:
-            self._channel = grpc.insecure_channel(address, options)
-        else:
-            from tutorial_helpers.tls import Identity
-
-            self._channel = Identity(tls).secure_channel(address, site, options)
         self.tls = tls
+        self._channel = self.new_channel()
         self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(_with_deadline(self._channel, call_timeout)),
                                   audit)
         try:
@@ -490,6 +491,16 @@ class RemoteWorker(_Connected):
         except BaseException:
             _close_channel(self._channel)
             raise
+
+    def new_channel(self) -> grpc.Channel:
+        """A channel to the worker, with its TLS if any (the caller closes it)."""
+        # A site that comes back is found within 2 s (gRPC's own backoff grows to 2 minutes).
+        options = [*_GRPC_OPTIONS, ("grpc.max_reconnect_backoff_ms", 2000)]
+        if self.tls is None:
+            return grpc.insecure_channel(self.address, options)
+        from tutorial_helpers.tls import Identity
+
+        return Identity(self.tls).secure_channel(self.address, self.site, options)
 
     def check_alive(self) -> None:
         ready = grpc.channel_ready_future(self._channel)
