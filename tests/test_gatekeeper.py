@@ -481,7 +481,10 @@ def test_a_site_that_pins_its_learning_rate_refuses_a_round_with_another(sites, 
                   c["detail"]]
     assert checked["detail"].endswith("pinned state.client_work.learning_rate=0.02")
     assert [c["call"] for c in refusals(folder)] == ["CreateCall"]
-    assert "pinned values client_work.learning_rate = 0.02" in (folder / gatekeeper.AUDIT_LOG).read_text()
+    # The number pinned decides: pinned to 0.05, a gatekeeper started after lets 0.05 through.
+    gatekeeper.pin(folder, {"client_work.learning_rate": 0.05})
+    with create_site_context(roots={"practice": roots["practice"]}, gatekeepers={"practice": Gatekeeper(folder)}):
+        assert faster.next(faster.initialize(), clients).metrics["client_work"]["train"]["num_examples"] > 0
     assert not worker_pids() & set(pids)
 
 

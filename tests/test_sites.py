@@ -238,8 +238,8 @@ def test_the_audit_refuses_marks_short_enough_to_be_found_by_chance():
         ChannelAudit(probes=(b"",))
 
 
-class KillOnCompute(ChannelAudit):
-    """An audit that, once `armed`, kills `victim` when the controller sends it a round's `compute`."""
+class OnCompute(ChannelAudit):
+    """An audit that, once `armed`, does `act()` to `victim` when the controller sends it a round's `compute`."""
 
     armed = False
     victim = None
@@ -248,7 +248,17 @@ class KillOnCompute(ChannelAudit):
         super().record(direction, method, message)
         if self.armed and direction == "sent" and method == "compute":
             self.armed = False
-            os.kill(self.victim.pid, signal.SIGKILL)
+            self.act()
+
+    def act(self) -> None:
+        raise NotImplementedError
+
+
+class KillOnCompute(OnCompute):
+    """Kills `victim` (SIGKILL) mid-round."""
+
+    def act(self) -> None:
+        os.kill(self.victim.pid, signal.SIGKILL)
 
 
 def kill_the_clinic_mid_round(process, catalogue, workers, audit, ids) -> list[int]:
@@ -534,22 +544,17 @@ def test_a_round_goes_on_without_a_site_that_leaves_and_uses_it_again_when_it_co
     assert not worker_pids() & set(pids)
 
 
-class FreezeOnCompute(ChannelAudit):
-    """An audit that, once `armed`, freezes `victim`'s worker_binary (SIGSTOP) when it is sent a round's `compute`."""
+class FreezeOnCompute(OnCompute):
+    """Freezes `victim`'s worker_binary (SIGSTOP) mid-round; `frozen` is that process."""
 
-    armed = False
-    victim = None
     frozen = None
 
-    def record(self, direction, method, message):
-        super().record(direction, method, message)
-        if self.armed and direction == "sent" and method == "compute":
-            import psutil
+    def act(self) -> None:
+        import psutil
 
-            self.armed = False
-            (self.frozen,) = [p for p in psutil.Process(self.victim.pid).children(recursive=True)
-                              if p.name() == "worker_binary"]
-            self.frozen.suspend()
+        (self.frozen,) = [p for p in psutil.Process(self.victim.pid).children(recursive=True)
+                          if p.name() == "worker_binary"]
+        self.frozen.suspend()
 
 
 def test_a_site_that_stops_answering_is_dropped_after_its_timeout_and_used_again_when_it_answers(
