@@ -22,8 +22,6 @@ import itertools
 import json
 import os
 import re
-import shutil
-import tempfile
 import threading
 import urllib.error
 import urllib.parse
@@ -40,8 +38,6 @@ NOTEBOOK_TITLES = {
     .removeprefix("# ").strip()
     for stem in NOTEBOOKS
 }
-CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromedriver")
-INSTALL = "sudo apt-get install chromium chromium-driver"
 
 pytestmark = pytest.mark.slow
 
@@ -147,37 +143,6 @@ def test_nothing_is_loaded_from_the_network(site):
 
 
 # --- in a real browser -------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def browser():
-    missing = [path for path in CHROMIUM if not os.access(path, os.X_OK)]
-    if missing:
-        message = f"no Chromium for the browser test ({', '.join(missing)} missing): {INSTALL}"
-        if os.environ.get("KIT_REQUIRE_BROWSER") == "1":  # .ci/run: CI must open the pages.
-            pytest.fail(message + " (KIT_REQUIRE_BROWSER=1)")
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM[0]
-    profile = tempfile.mkdtemp(prefix="kit-chromium-")
-    # The flags that keep Chromium from calling home on a closed network.
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,1600", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        driver = webdriver.Chrome(options=options, service=Service(CHROMIUM[1]))
-        try:
-            driver.set_page_load_timeout(60)
-            yield driver
-        finally:
-            driver.quit()  # Stops Chromium and chromedriver.
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
