@@ -99,7 +99,50 @@ def test_notebooks_are_valid_nbformat(path):
 def test_overview_states_prerequisites_and_time(path):
     overview = next(source(c) for c in load(path)["cells"] if source(c).startswith("## Overview"))
     assert "**Prerequisites:**" in overview
-    assert re.search(r"\*\*Time:\*\* about \d+ minutes", overview)
+    assert re.search(r"\*\*Time:\*\* \d+ to \d+ minutes", overview)
+
+
+TIME = re.compile(r"(\d+) to (\d+) min")
+
+
+def _learner_times() -> dict[str, dict[str, tuple[int, int]]]:
+    """Each notebook's (low, high) minutes as the README, the instructor guide and its Overview give them."""
+    readme = (NOTEBOOKS.parent / "README.md").read_text()
+    guide = (NOTEBOOKS.parent / "docs" / "instructor_guide.md").read_text()
+    times = {"README": {}, "guide": {}, "Overview": {}}
+    for path in PATHS:
+        name = path.stem
+        row = re.search(rf"^\| `{name}` \|.*\| ([^|]*) \| [^|]* \|$", readme, re.MULTILINE)
+        times["README"][name] = tuple(map(int, TIME.search(row.group(1)).groups()))
+        row = re.search(rf"^\| \[{name}\]\([^)]*\) \| ([^|]*) \|", guide, re.MULTILINE)
+        times["guide"][name] = tuple(map(int, TIME.search(row.group(1)).groups()))
+        overview = next(source(c) for c in load(path)["cells"] if source(c).startswith("## Overview"))
+        times["Overview"][name] = tuple(map(int, re.search(r"\*\*Time:\*\* (\d+) to (\d+) minutes",
+                                                           overview).groups()))
+    return times
+
+
+def test_learner_times_agree_in_the_readme_the_guide_and_each_overview():
+    times = _learner_times()
+    assert times["guide"] == times["README"] and times["Overview"] == times["README"], times
+    assert all(low < high for low, high in times["README"].values())
+
+
+@pytest.mark.parametrize("plan, total", [("### Two hours", 120), ("### Three hours", 180)])
+def test_the_guides_workshop_plans_use_the_higher_times_and_fill_their_hours(plan, total):
+    guide = (NOTEBOOKS.parent / "docs" / "instructor_guide.md").read_text()
+    section = guide[guide.index(plan):].split("\n### ", 1)[0]
+    rows = re.findall(r"^\| (\d:\d\d)-(\d:\d\d) \| [^|]* \| (\d\d|-) \| (\d+) \|", section, re.MULTILINE)
+    assert rows, f"no schedule table under {plan}"
+    high = {name[:2]: times[1] for name, times in _learner_times()["README"].items()}
+    clock = 0
+    for start, end, notebook, minutes in rows:
+        begin, finish = (int(t[0]) * 60 + int(t[2:]) for t in (start, end))
+        assert begin == clock and finish - begin == int(minutes), (start, end, minutes)
+        if notebook != "-":
+            assert int(minutes) == high[notebook], (notebook, minutes, high[notebook])
+        clock = finish
+    assert clock == total
 
 
 MAX_CODE_LINES = 20  # "About 15": a class with its methods may need a few more.
