@@ -66,6 +66,8 @@ def test_minutes_go_to_the_section_whose_cell_they_precede_and_pauses_are_left_o
     text = pilot.report([timing])
     assert text.splitlines()[0] == ("n.ipynb: 10 min, 4 of 4 code cells run, 10:00 to 10:40 UTC; "
                                     "1 pause(s) left out (30 min)")
+    assert text.splitlines()[-1].startswith("Not recorded: the reading before each notebook's first cell run")
+    assert "back to back" not in text
     # A longer pause limit keeps the 30 minutes in the exercise.
     assert pilot.read(path, pause_minutes=45).sections[-1][1] == pytest.approx(421.0 + 1799.13 + 2.87)
 
@@ -91,13 +93,46 @@ def test_a_cell_not_run_and_a_cell_run_again_later_are_reported(tmp_path):
     assert [name for name, _ in again.sections] == ["One", "Two"]
 
 
+def test_headings_in_code_blocks_licences_and_sections_not_run(tmp_path):
+    path = write(tmp_path, notebook([
+        ("code", "#@title Licensed under the Apache License\n# you may not use this file except ...", None),
+        ("markdown", "# Title\n\n## Overview", None),
+        ("code", "setup()", ran("10:00:00", "10:00:05")),
+        ("markdown", "## Elsewhere\n\n```bash\n# then run worker_binary --port=8000\n```", None),
+        ("code", "a = 1", ran("10:02:05", "10:02:06")),
+        ("markdown", "## Summary\n\nText only.\n\n## Exercise", None),
+        ("code", "answer = 2", None),
+    ]))
+    timing = pilot.read(path)
+    assert (timing.cells_run, timing.cells) == (2, 3)  # The licence has nothing to run.
+    assert timing.sections == [("Overview", pytest.approx(5.87)), ("Elsewhere", pytest.approx(121.0)),
+                               ("Exercise", None)]
+    text = pilot.report([timing])
+    assert "\n  not run  Exercise\n" in text and "1 code cell(s) have no timing" in text
+    assert "then run" not in text
+
+
+def test_cells_run_back_to_back_or_out_of_order_are_reported(tmp_path):
+    cells = [("markdown", "## Run All", None)]
+    cells += [("code", f"x{i} = {i}", ran(f"10:00:{i:02d}", f"10:00:{i:02d}")) for i in range(1, 6)]
+    run_all = pilot.read(write(tmp_path, notebook(cells), "run_all.ipynb"))
+    assert "ran back to back, as Run All" in pilot.report([run_all])
+    # Cell 5 first, then 1, 2 and 3 (4 not at all): three cells ran after a cell below them.
+    content = notebook([("code", "c1", ran("10:01:00", "10:01:00")), ("code", "c2", ran("10:02:00", "10:02:00")),
+                        ("code", "c3", ran("10:03:00", "10:03:00")), ("code", "c4", None),
+                        ("code", "c5", ran("10:00:00", "10:00:00"))])
+    shuffled = pilot.read(write(tmp_path, content, "shuffled.ipynb"))
+    assert shuffled.out_of_order == 3
+    assert "3 cell(s) ran after a cell below them" in pilot.report([shuffled])
+
+
 def test_a_report_of_several_notebooks_ends_with_their_total(tmp_path):
     one = write(tmp_path, notebook([("code", "a", ran("10:00:00", "10:02:00"))]), "01.ipynb")
     two = write(tmp_path, notebook([("code", "b", ran("11:00:00", "11:00:30")),
                                     ("code", "c", ran("11:04:00", "11:04:30"))]), "02.ipynb")
     timings = [pilot.read(one), pilot.read(two)]
     assert [round(t.seconds) for t in timings] == [121, 271]  # 120.87, and 30.87 + 209.13 + 30.87
-    assert pilot.report(timings).splitlines()[-1].startswith("Total: 7 min over 2 notebooks")
+    assert pilot.report(timings).splitlines()[-2] == "Total: 7 min over 2 notebooks"
 
 
 @pytest.mark.parametrize("content, message", [
@@ -151,39 +186,33 @@ PILOT = notebook([
 ])
 
 
-def _run_all_and_save(browser, url: str, path: Path) -> dict:
-    """Opens the notebook in JupyterLab, runs every cell from the Run menu, saves it, returns the saved file."""
-    from selenium.common.exceptions import (
-        ElementClickInterceptedException,
-        StaleElementReferenceException,
-    )
+def _run_cells_and_save(browser, url: str, path: Path) -> dict:
+    """Opens the notebook in JupyterLab, runs its cells one by one as a learner would, saves it, returns the file.
+
+    It drives JupyterLab through its own commands (the server exposes its app
+    to the page), as JupyterLab's own UI tests do, rather than by clicking menus.
+    """
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def command(name: str) -> None:
+        outcome = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "window.jupyterapp.commands.execute(arguments[0]).then(() => done('ok'), e => done(String(e)));", name)
+        assert outcome == "ok", (name, outcome)
 
     before = path.stat().st_mtime_ns
     browser.get(url)
     wait = WebDriverWait(browser, 90)
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"))
-    # The kernel must be idle before Run All, or the run waits on a dialog.
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"))
-
-    def click(selector: str, text: str) -> None:
-        def clicked(b) -> bool:  # A toast or the kernel's start-up may cover it for a moment: try again.
-            try:
-                next(e for e in b.find_elements(By.CSS_SELECTOR, selector) if e.text == text).click()
-                return True
-            except (StopIteration, ElementClickInterceptedException, StaleElementReferenceException):
-                return False
-        wait.until(clicked)
-
-    def menu(top: str, item: str) -> None:
-        click(".lm-MenuBar-itemLabel", top)
-        click(".lm-Menu-itemLabel", item)
-
-    menu("Run", "Run All Cells")
+    browser.set_script_timeout(60)
+    for _ in PILOT["cells"]:  # From the first cell down, a pause to read before each.
+        time.sleep(1)
+        command("notebook:run-cell-and-select-next")
     wait.until(lambda b: "done" in b.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
                and not [p for p in b.find_elements(By.CSS_SELECTOR, ".jp-InputPrompt") if "*" in p.text])
-    menu("File", "Save Notebook")
+    command("docmanager:save")
     deadline = time.monotonic() + 30
     while path.stat().st_mtime_ns == before and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -193,22 +222,25 @@ def _run_all_and_save(browser, url: str, path: Path) -> dict:
 
 @pytest.mark.slow
 def test_jupyterlab_records_what_pilot_reads_only_when_recording_is_on(tmp_path, monkeypatch, browser):
-    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "settings"))  # Not the user's own settings.
+    # Not the user's own settings, nor their saved layouts, which JupyterLab would restore and add to.
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(tmp_path / "settings"))
+    monkeypatch.setenv("JUPYTERLAB_WORKSPACES_DIR", str(tmp_path / "workspaces"))
     folder = tmp_path / "notebooks"
     folder.mkdir()
     path = write(folder, PILOT, "pilot.ipynb")
     assert pilot.main(["record"]) == 0
-    with preflight.jupyterlab_server(timeout=90, notebook_dir=folder) as (base, token, _):
-        saved = _run_all_and_save(browser, f"{base}/lab/tree/pilot.ipynb?token={token}", path)
+    with preflight.jupyterlab_server(timeout=90, notebook_dir=folder,
+                                     extra_args=("--LabApp.expose_app_in_browser=True",)) as (base, token, _):
+        saved = _run_cells_and_save(browser, f"{base}/lab/tree/pilot.ipynb?token={token}", path)
         timing = pilot.read(path)
         assert (timing.cells_run, timing.cells) == (3, 3), saved
         assert set(saved["cells"][3]["metadata"]["execution"]) >= {"iopub.execute_input", "shell.execute_reply"}
         sections = dict(timing.sections)
         assert list(sections) == ["A pilot", "Reading", "Exercise"]
-        assert 2 <= sections["Reading"] < 30  # The cell sleeps 2 s; Run All leaves no reading time.
-        assert timing.seconds < 60 and not timing.pauses
+        assert 3 <= sections["Reading"] < 30  # A second to read, then the cell sleeps 2 s.
+        assert timing.seconds < 90 and not timing.pauses and timing.out_of_order == 0
         # The control: with recording off, JupyterLab drops the timing when a cell runs again.
         assert pilot.main(["off"]) == 0
-        _run_all_and_save(browser, f"{base}/lab/tree/pilot.ipynb?token={token}", path)
+        _run_cells_and_save(browser, f"{base}/lab/tree/pilot.ipynb?token={token}", path)
         with pytest.raises(ValueError, match="Recording timing was off"):
             pilot.read(path)

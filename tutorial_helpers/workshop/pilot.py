@@ -10,14 +10,21 @@ tells how the minutes were spent:
 
 * a cell's own run time, and the reading before it (from the answer to the
   cell before to this cell's start) count for the section the cell is in
-  (the last ``#`` or ``##`` heading above it);
+  (the last ``#`` or ``##`` heading above it): a section of text only, such
+  as a summary, counts where the next cell is;
 * a gap longer than ``pause_minutes`` (10 by default) is a pause, left out and
   listed;
 * the reading before the first cell that ran is not recorded: the clock starts
-  there. In the kit's notebooks that is the setup cell, right after the title.
-* JupyterLab keeps only a cell's last run: a cell run again later moves there.
+  there. In the kit's notebooks that is the setup cell, after the title and
+  the Overview;
+* JupyterLab keeps only a cell's last run, and Run All runs every cell again:
+  the pilot runs cells one by one (Shift+Enter). The report says when cells
+  ran back to back, out of order, or not at all;
+* code cells with nothing to run (only comments, such as the licence) do not
+  count.
 
-Before the pilot::
+Before the pilot, in the pilot's clone (their answers are saved into its
+notebooks; ``git checkout notebooks/`` puts them back)::
 
     python -m tutorial_helpers.workshop.pilot record   # Recording timing on
     .venv/bin/jupyter lab notebooks/
@@ -44,13 +51,19 @@ import re
 import sys
 
 PAUSE_MINUTES = 10.0
+_BACK_TO_BACK = 2.0  # Seconds of reading a cell, on average, below which the cells were run all at once.
 SETTING = ("@jupyterlab", "notebook-extension", "tracker")  # The notebook tracker's settings: recordTiming.
 _STARTS = ("iopub.execute_input", "shell.execute_reply.started", "iopub.status.busy")  # As JupyterLab 4 writes them.
 _ENDS = ("shell.execute_reply", "iopub.status.idle", "execution_failed")
 _HEADING = re.compile(r"^(#{1,2})\s+(.+?)\s*$", re.MULTILINE)
+_FENCED = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 TURN_ON = ("in JupyterLab, Settings > Settings Editor > Notebook, tick 'Recording timing' (or run "
            "`python -m tutorial_helpers.workshop.pilot record` before JupyterLab starts), then run the "
            "notebook again and save it")
+
+
+def _only_comments(source: str) -> bool:
+    return all(not line.strip() or line.lstrip().startswith("#") for line in source.splitlines())
 
 
 @dataclasses.dataclass
@@ -58,17 +71,18 @@ class Timing:
     """What one pilot notebook says: minutes per section, pauses left out, cells run."""
 
     path: pathlib.Path
-    sections: list[tuple[str, float]]  # (heading, seconds), in the notebook's order
+    sections: list[tuple[str, float | None]]  # (heading, seconds, None if none of its cells ran), in order
     pauses: list[float]  # seconds, each longer than the pause limit
     cells_run: int
-    cells: int
-    out_of_order: int  # cells whose (last) run came before a cell above them
+    cells: int  # code cells with something to run
+    out_of_order: int  # cells whose (last) run came after the run of a cell below them
+    reading: float  # seconds between cells, pauses left out
     started: datetime.datetime
     ended: datetime.datetime
 
     @property
     def seconds(self) -> float:
-        return sum(seconds for _, seconds in self.sections)
+        return sum(seconds for _, seconds in self.sections if seconds is not None)
 
 
 def _when(execution: dict, keys: tuple[str, ...], path: pathlib.Path, index: int) -> datetime.datetime | None:
@@ -106,15 +120,15 @@ def read(path: str | os.PathLike, pause_minutes: float = PAUSE_MINUTES) -> Timin
     for index, cell in enumerate(cells):
         source = "".join(cell.get("source", []))
         if cell.get("cell_type") == "markdown":
-            headings = _HEADING.findall(source)
+            headings = _HEADING.findall(_FENCED.sub("", source))  # A shell comment in a code block is no heading.
             if headings:
                 section = headings[-1][1]
-                if section not in order:
-                    order.append(section)
             continue
-        if cell.get("cell_type") != "code" or not source.strip():
+        if cell.get("cell_type") != "code" or _only_comments(source):  # Empty, or a licence: nothing to run.
             continue
         cells_total += 1
+        if section not in order:
+            order.append(section)
         execution = cell.get("metadata", {}).get("execution", {})
         start, end = _when(execution, _STARTS, path, index), _when(execution, _ENDS, path, index)
         if start is not None and end is not None:
@@ -123,22 +137,24 @@ def read(path: str | os.PathLike, pause_minutes: float = PAUSE_MINUTES) -> Timin
         raise ValueError(f"{path}: none of its code cells has the timing JupyterLab records, so there is nothing "
                          f"to measure. Recording timing was off: {TURN_ON}.")
     runs.sort()
-    out_of_order = sum(1 for a, b in zip(runs, runs[1:], strict=False) if b[3] < a[3])
+    out_of_order, below = 0, -1
+    for *_, index in runs:  # A cell whose run came after that of a cell below it.
+        out_of_order += index < below
+        below = max(below, index)
     limit = pause_minutes * 60
     spent: dict[str, float] = {}
-    pauses = []
+    pauses, reading_total = [], 0.0
     previous_end = None
     for start, end, name, _ in runs:
         reading = 0.0 if previous_end is None else max(0.0, (start - previous_end).total_seconds())
         if reading > limit:
             pauses.append(reading)
             reading = 0.0
+        reading_total += reading
         spent[name] = spent.get(name, 0.0) + reading + (end - start).total_seconds()
         previous_end = end if previous_end is None else max(end, previous_end)
-    first = "(before the first heading)"
-    names = ([first] if first in spent else []) + order
-    return Timing(path=path, sections=[(name, spent.get(name, 0.0)) for name in names], pauses=pauses,
-                  cells_run=len(runs), cells=cells_total, out_of_order=out_of_order,
+    return Timing(path=path, sections=[(name, spent.get(name)) for name in order], pauses=pauses,
+                  cells_run=len(runs), cells=cells_total, out_of_order=out_of_order, reading=reading_total,
                   started=runs[0][0], ended=max(end for _, end, *_ in runs))
 
 
@@ -155,18 +171,22 @@ def report(timings: list[Timing]) -> str:
             pauses = f"; {len(timing.pauses)} pause(s) left out ({', '.join(_minutes(p) for p in timing.pauses)})"
         lines.append(f"{timing.path.name}: {_minutes(timing.seconds)}, {timing.cells_run} of {timing.cells} code "
                      f"cells run, {timing.started:%H:%M} to {timing.ended:%H:%M} UTC{pauses}")
-        width = max(len(_minutes(seconds)) for _, seconds in timing.sections)
-        for name, seconds in timing.sections:
-            lines.append(f"  {_minutes(seconds):>{width}}  {name}")
+        shown = [(name, "not run" if seconds is None else _minutes(seconds)) for name, seconds in timing.sections]
+        width = max(len(text) for _, text in shown)
+        lines.extend(f"  {text:>{width}}  {name}" for name, text in shown)
         if timing.cells_run < timing.cells:
             lines.append(f"  {timing.cells - timing.cells_run} code cell(s) have no timing: not run, or run "
                          "before Recording timing was on; the time above leaves them out")
         if timing.out_of_order:
             lines.append(f"  {timing.out_of_order} cell(s) ran after a cell below them: a cell run again keeps "
                          "only its last time, so its section may have gained minutes another section spent")
+        if timing.cells_run >= 3 and timing.reading < _BACK_TO_BACK * (timing.cells_run - 1):
+            lines.append("  the cells ran back to back, as Run All (or Restart and Run All) runs them: JupyterLab "
+                         "kept only that run, so the reading time is lost. The pilot should run cells one by one")
     if len(timings) > 1:
-        lines.append(f"Total: {_minutes(sum(t.seconds for t in timings))} over {len(timings)} notebooks "
-                     "(from each notebook's first cell run; pauses left out)")
+        lines.append(f"Total: {_minutes(sum(t.seconds for t in timings))} over {len(timings)} notebooks")
+    lines.append("Not recorded: the reading before each notebook's first cell run (in the kit's notebooks, the "
+                 "title and the Overview); pauses over the limit")
     return "\n".join(lines)
 
 

@@ -150,11 +150,12 @@ def check_jupyterlab(started: bool, problem: str, as_root: bool = False) -> Resu
 
 
 @contextlib.contextmanager
-def jupyterlab_server(timeout: float = 60, notebook_dir: Path = ROOT / "notebooks",
+def jupyterlab_server(timeout: float = 60, notebook_dir: Path | None = None, extra_args: tuple[str, ...] = (),
                       ) -> Iterator[tuple[str, str, ManagedProcess]]:
     """Starts the kit's JupyterLab on 127.0.0.1 with a token, as the README does; stops it on leaving.
 
-    It serves `notebook_dir`, the kit's notebooks unless told otherwise.
+    It serves `notebook_dir` (by default the kit's notebooks), with `extra_args`
+    added to its command line.
 
     Yields (base URL, token, the server's ManagedProcess, whose log_tail()
     shows its output). Raises RuntimeError if it exits, TimeoutError if it
@@ -167,7 +168,7 @@ def jupyterlab_server(timeout: float = 60, notebook_dir: Path = ROOT / "notebook
         server = ManagedProcess(
             [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
              f"--port={port}", "--ServerApp.port_retries=0",  # That port or none: `base` must be right.
-             f"--ServerApp.runtime_dir={runtime}", f"--IdentityProvider.token={token}", str(notebook_dir),
+             f"--ServerApp.runtime_dir={runtime}", f"--IdentityProvider.token={token}", str(notebook_dir or ROOT / "notebooks"), *extra_args,
              *(["--allow-root"] if os.geteuid() == 0 else [])],
             description="JupyterLab",
         )
