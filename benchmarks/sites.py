@@ -18,11 +18,11 @@ after a warm-up round (which compiles):
 
 With --gatekeeper, each sites configuration is also measured with and
 without a gatekeeper in front of every site's worker
-(`tutorial_helpers.gatekeeper`, the round approved): both sets of sites
+(`tutorial_helpers.sites.gatekeeper`, the round approved): both sets of sites
 run at once, and each round is run on both, one after the other, so that
 the machine's changing speed cancels out of the difference. With --tls as
 well, a third set of sites runs with gatekeepers that speak mutual TLS
-(`tutorial_helpers.tls`, a workshop CA made for the run), measured the same way.
+(`tutorial_helpers.sites.tls`, a workshop CA made for the run), measured the same way.
 
 Then it fits seconds per round = a + b x sites + c x clients over the site runs,
 to say where the time goes as the rounds grow: a fixed cost per round, a cost
@@ -170,10 +170,16 @@ def main() -> None:
     import numpy as np
     import tensorflow_federated as tff
 
-    from tutorial_helpers import data, gatekeeper, model, tls
+    from tutorial_helpers import data, model
     from tutorial_helpers.multi_worker import create_multi_worker_context, worker_side_process
-    from tutorial_helpers.sites import create_site_context, site_dataset_computation, write_site
-    from tutorial_helpers.worker_process import ChannelAudit
+    from tutorial_helpers.sites import (
+        create_site_context,
+        gatekeeper,
+        site_dataset_computation,
+        tls,
+        write_site,
+    )
+    from tutorial_helpers.sites.audit import ChannelAudit
 
     train, _ = data.load_emnist(source="sample", verbose=False)
     ids = list(train.client_ids)

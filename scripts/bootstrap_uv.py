@@ -16,7 +16,8 @@ Python at URL under DIR/<release>/<file>, the layout that uv reads back with
 `--mirror file://DIR`. uv checks the archive's hash when it installs it.
 
 The index is the first of the variables UV_DEFAULT_INDEX, UV_INDEX_URL and
-PIP_INDEX_URL that is set, else PyPI (pip.conf and uv.toml are not read). urllib uses the system's certificate store and the
+PIP_INDEX_URL that is set, else PyPI (pip.conf and uv.toml are not read).
+urllib uses the system's certificate store and the
 usual proxy variables (HTTPS_PROXY, NO_PROXY), as pip does. Exit codes: 0
 done, 1 a download or a check failed (the message says which), 2 bad
 arguments or a platform the kit does not support.

@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import uuid
 
@@ -15,9 +16,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Every process this test session starts, directly or through a notebook's
 # kernel, inherits this mark; the leak check looks only at marked processes,
-# so other sessions on the machine are neither blamed nor stopped.
-SESSION_MARK_NAME, SESSION_MARK_VALUE = "TUTORIAL_HELPERS_TEST_SESSION", uuid.uuid4().hex
-os.environ[SESSION_MARK_NAME] = SESSION_MARK_VALUE
+# so other sessions on the machine are neither blamed nor stopped. With
+# pytest-xdist (scripts/run_tests), the workers are children of one
+# controller and share its mark; only the controller checks, at the very end.
+SESSION_MARK_NAME, SESSION_PID_NAME = "TUTORIAL_HELPERS_TEST_SESSION", "TUTORIAL_HELPERS_TEST_SESSION_PID"
+XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER")) and os.environ.get(SESSION_PID_NAME) == str(os.getppid())
+if not XDIST_WORKER:
+    os.environ[SESSION_MARK_NAME], os.environ[SESSION_PID_NAME] = uuid.uuid4().hex, str(os.getpid())
+SESSION_MARK_VALUE = os.environ[SESSION_MARK_NAME]
 # A kit process is TFF's worker or a kit module run with `python -m`, found
 # anywhere in the command line, so also behind wrappers such as
 # `python -m tutorial_helpers.runtime.launcher ... -- .../worker_binary --port=N`.
@@ -59,6 +65,8 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if XDIST_WORKER:  # The controller checks for every worker, once they have all ended.
+        return
     leaked = worker_pids() - session.config.stash.get("workers_before", set())
     if leaked:
         commands = {}
@@ -74,6 +82,63 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+# --- tiers ------------------------------------------------------------------
+#
+# Each test is marked by what it uses (pyproject.toml lists the markers): a child process, a Jupyter
+# kernel, the browser, an install, root. `scripts/run_tests --fast` runs the tests that use none of
+# them, and sets KIT_TIER=fast; then any test that starts a process anyway fails, naming what it
+# started, so a test missing its mark is caught instead of slowing the fast tier down.
+RESOURCES = ("process", "notebook", "browser", "install", "root")
+# Run one at a time (on one xdist worker, one after the other): they make users and namespaces, or
+# drive the browser.
+ALONE = ("root", "browser")
+_SPAWNS = ("subprocess.Popen", "os.posix_spawn", "os.fork", "os.forkpty", "os.exec", "os.system")
+_guard = {"item": None, "started": {}}
+
+
+def _no_process_in_the_fast_tier(event, args):
+    item = _guard["item"]
+    if item is None or event not in _SPAWNS:
+        return
+    what = f"{event} {str(args)[:160]}"
+    _guard["started"].setdefault(item.nodeid, what)
+    raise RuntimeError(f"{item.nodeid} started a process in the fast tier ({what}): mark it "
+                       f"@pytest.mark.process (or notebook, browser, install, root), or do without the process.")
+
+
+FAST_TIER = os.environ.get("KIT_TIER") == "fast"
+if FAST_TIER:
+    sys.addaudithook(_no_process_in_the_fast_tier)  # For this process's life: it acts only while a test runs.
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _guard["item"] = item if FAST_TIER else None
+    try:
+        yield
+    finally:
+        _guard["item"] = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    started = _guard["started"].get(item.nodeid)
+    if started and report.when == "call" and not report.failed:  # Even if the test caught the error.
+        report.outcome = "failed"
+        report.longrepr = f"the fast tier starts no process, and this test did: {started}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's loadgroup: a file's tests (or a notebook's cells) stay together, in order,
+    on one worker; the tests that must run alone share one group."""
+    for item in items:
+        alone = any(item.get_closest_marker(name) for name in ALONE)
+        item.add_marker(pytest.mark.xdist_group("alone" if alone else item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(scope="session")
 def emnist(tmp_path_factory):
     """The bundled sample, written once per session into a fresh cache dir."""
@@ -86,9 +151,14 @@ CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromedriver")
 INSTALL = "sudo apt-get install chromium chromium-driver"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser():
-    """Headless Chromium driven by selenium (Debian's chromium and chromedriver); skips, saying how, without it."""
+    """A new headless Chromium for each test, with a new empty profile; skips, saying how, without it.
+
+    Debian's chromium and chromedriver, driven by selenium. Each test gets its
+    own: a page that one test left open (JupyterLab's unload prompt, a console
+    message, a service worker) cannot reach the next test's checks.
+    """
     missing = [path for path in CHROMIUM if not os.access(path, os.X_OK)]
     if missing:
         message = f"no Chromium for the browser test ({', '.join(missing)} missing): {INSTALL}"

@@ -275,7 +275,7 @@ def test_dockerfile_builds_on_python_3_11_slim_for_x86_64():
 
 
 def test_the_site_target_runs_site_server_behind_its_one_port_with_tls():
-    from tutorial_helpers import site_server
+    from tutorial_helpers.sites import server as site_server
 
     steps = dockerfile("site")
     (entrypoint,) = [json.loads(arguments) for keyword, arguments in steps if keyword == "ENTRYPOINT"]

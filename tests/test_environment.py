@@ -75,7 +75,7 @@ def test_binder_runtime_is_python_3_11_and_nothing_resolves_dependencies():
         assert not (binder / resolving).exists(), f"binder/{resolving} would bypass the lock"
 
 
-@pytest.mark.slow
+@pytest.mark.install
 def test_binder_postbuild_points_both_kernels_at_the_kit_and_leaves_binders_environment_alone(tmp_path):
     """binder/postBuild, run over a stand-in for Binder's environment (a venv at NB_PYTHON_PREFIX).
 
@@ -116,6 +116,7 @@ def test_installed_environment_is_the_lock():
     assert mismatched == {}
 
 
+@pytest.mark.process
 def test_no_committed_file_names_a_package_index():
     try:
         files = subprocess.run(
@@ -136,6 +137,7 @@ def test_no_committed_file_names_a_package_index():
     assert offenders == []
 
 
+@pytest.mark.process
 def test_code_passes_ruff():
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
@@ -169,6 +171,7 @@ def test_leak_check_recognizes_kit_processes_behind_wrappers(cmdline, is_kit):
     assert is_kit_command(cmdline) is is_kit
 
 
+@pytest.mark.process
 def test_leak_check_finds_only_this_sessions_kit_processes():
     import os
     import time

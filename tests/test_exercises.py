@@ -95,6 +95,7 @@ def exercises_client_index(uri):
     return index
 
 
+@pytest.mark.process
 def test_label_zero(emnist):
     train, _ = emnist
     namespace = run_solution("03_label_zero.py", tff=tff, tf=tf, np=np, dataset_type=DATASET_TYPE)
@@ -118,7 +119,7 @@ def test_label_zero(emnist):
         assert not result.passed and "Did you sum over the clients?" in result.message
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_other_clients(emnist):
     train, _ = emnist
     process = model.build_fed_avg()
@@ -232,6 +233,7 @@ def fake_evaluation(num_examples: int, loss: float = 1.0):
     return {"num_examples": num_examples, "loss": loss, "sparse_categorical_accuracy": 0.6}
 
 
+@pytest.mark.process
 def test_the_training_check_counts_the_examples_of_the_clients_it_is_given():
     small = small_client_data(4)  # 1, 2, 3, 1 examples.
     check = exercises.check_other_clients
@@ -362,6 +364,7 @@ def test_the_caching_solution_survives_a_round_that_failed_or_was_cancelled(emni
     assert isinstance(dataset, tf.data.Dataset) and calls == 3
 
 
+@pytest.mark.process
 def test_worker_side_filter(emnist):
     train, _ = emnist
     namespace = run_solution("06_worker_side_filter.py", data=data)
@@ -529,7 +532,8 @@ def test_group_by_site_passes_the_solution_and_refuses_each_wrong_answer():
 @pytest.fixture(scope="module")
 def gatekeeper_folder(tmp_path_factory):
     """A site's gatekeeper folder with notebook 08's training approved, and a computation not on it."""
-    from tutorial_helpers import gatekeeper, model, sites
+    from tutorial_helpers import model, sites
+    from tutorial_helpers.sites import gatekeeper
 
     folder = tmp_path_factory.mktemp("gatekeeper")
     approved = sites.build_site_fed_avg().next
@@ -542,7 +546,7 @@ def gatekeeper_folder(tmp_path_factory):
 def test_would_run_passes_the_solution_and_refuses_each_wrong_answer(gatekeeper_folder):
     import functools
 
-    from tutorial_helpers.gatekeeper import APPROVALS, fingerprint, read_approvals, site_part
+    from tutorial_helpers.sites.gatekeeper import APPROVALS, fingerprint, read_approvals, site_part
 
     folder, approved, changed = gatekeeper_folder
     before = (folder / APPROVALS).read_text()

@@ -50,6 +50,7 @@ def jupyterlab():
         pytest.fail(str(e))
 
 
+@pytest.mark.process
 def test_jupyter_lab_serves_its_page_and_the_kits_kernel(jupyterlab):
     base, token, server = jupyterlab
     status, _ = call(f"{base}/api/kernelspecs")

@@ -105,7 +105,7 @@ def page(emnist):
         tff.framework.set_default_context(previous)
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_now_snippets_train_a_round_and_stop_the_worker(page, capsys):
     from tutorial_helpers import expected_results
 
@@ -115,7 +115,6 @@ def test_now_snippets_train_a_round_and_stop_the_worker(page, capsys):
     assert page["ctx"].closed, "the page's last snippet stops the worker"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "uri",
     [
@@ -134,18 +133,19 @@ def test_now_snippets_train_a_round_and_stop_the_worker(page, capsys):
         "uri://100",  # One past the last of 100 clients.
     ],
 )
+@pytest.mark.process
 def test_recommended_parse_refuses(page, uri):
     with pytest.raises(ValueError, match=re.escape(repr(uri))):  # Names the URI it refuses.
         page["parse_client_uri"](uri, 100)
 
 
-@pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize(("uri", "index"), [("uri://0", 0), ("uri://12", 12), ("uri://99", 99)])
 def test_recommended_parse_accepts(page, uri, index):
     assert page["parse_client_uri"](uri, 100) == index
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_backend_uses_the_strict_parse(page):
     import tensorflow as tf
     from tensorflow_federated.proto.v0 import computation_pb2 as pb
@@ -158,7 +158,7 @@ def test_backend_uses_the_strict_parse(page):
     assert isinstance(dataset, tf.data.Dataset)
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_descriptor_type_is_exactly_the_models_input_type(page):
     import numpy as np
     import tensorflow as tf

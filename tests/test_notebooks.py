@@ -32,6 +32,7 @@ def test_all_notebooks_are_there():
     assert set(WALKTHROUGH) | set(BEYOND) | {"loading_remote_data"} <= names
 
 
+@pytest.mark.process
 def test_notebooks_are_formatted_with_nbfmt():
     result = subprocess.run(
         [sys.executable, "-m", "tensorflow_docs.tools.nbfmt", "--test", *map(str, PATHS)],
@@ -223,6 +224,7 @@ def excluded_lints() -> dict[str, str]:
     return config["tool"]["kit"]["nblint-exclude"]
 
 
+@pytest.mark.process
 def test_notebooks_pass_tensorflows_nblint_but_the_listed_exclusions(tmp_path):
     excluded = excluded_lints()
     assert excluded and all(len(reason) > 40 for reason in excluded.values()), "each exclusion says why"
@@ -238,6 +240,7 @@ def test_notebooks_pass_tensorflows_nblint_but_the_listed_exclusions(tmp_path):
     assert not ran & set(excluded)
 
 
+@pytest.mark.process
 def test_each_excluded_lint_still_fails_and_nothing_else_does(tmp_path):
     # In every notebook: an exclusion that one notebook no longer needs shows.
     _, plain, verdicts = nblint(tmp_path)
@@ -269,7 +272,8 @@ def test_nbval_masks_the_kits_training_digits_and_compares_the_originals():
     row = re.search(r"\n +1 +(0\.\d{3}) +(\d+\.\d{2}) +1440 \| +(0\.116) +(12\.68)", text)
     assert row, "04's table with the original's figures is not in the stored outputs"
     # The kit's own figures of another CPU: the same after masking.
-    other_cpu = text.replace(row.group(0), row.group(0).replace(row.group(1), "0.107", 1).replace(row.group(2), "12.02", 1))
+    other_row = row.group(0).replace(row.group(1), "0.107", 1).replace(row.group(2), "12.02", 1)
+    other_cpu = text.replace(row.group(0), other_row)
     assert _sanitize(other_cpu) == _sanitize(text)
     evaluation = re.search(r"(never trained on +10111 +)(0\.\d{3})", text)
     assert _sanitize(text.replace(evaluation.group(0), evaluation.group(1) + "0.561")) == _sanitize(text)

@@ -32,9 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LEARNER = "kit-learner"
 NOTEBOOK = "notebooks/03_execution_context.ipynb"
 
-pytestmark = pytest.mark.slow
-
-
 @pytest.fixture(scope="module")
 def learner():
     if os.geteuid() != 0:
@@ -81,6 +78,7 @@ def owned_by_others(folder: Path, uid: int) -> list[str]:
     return [str(path) for path in [folder, *folder.rglob("*")] if path.lstat().st_uid != uid]
 
 
+@pytest.mark.root
 def test_the_learners_path_as_an_ordinary_user(learner):
     user, home = learner
     clone = home / "kit"

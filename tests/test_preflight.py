@@ -52,6 +52,7 @@ def test_a_round_off_the_reference_is_reported():
     assert result.status == "FIX" and "off the reference" in result.message
 
 
+@pytest.mark.process
 def test_preflight_on_this_machine_says_ready():
     run = subprocess.run([ROOT / "scripts" / "preflight"], capture_output=True, text=True, timeout=300,
                          check=False)
@@ -63,9 +64,11 @@ def test_preflight_on_this_machine_says_ready():
         assert any(f" {what}: " in line for line in lines), what
 
 
+@pytest.mark.process
 def test_ports_check_fails_with_the_loopback_interface_down():
     """In a new network namespace the loopback is down: binding works, connecting does not."""
-    code = "from tutorial_helpers.workshop import preflight; r = preflight.check_local_port(); print(r.status, r.message)"
+    code = ("from tutorial_helpers.workshop import preflight; r = preflight.check_local_port(); "
+            "print(r.status, r.message)")
     if subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False).returncode != 0:
         pytest.skip("unshare -rn is not allowed here (no user namespaces)")
     down = subprocess.run(["unshare", "-rn", sys.executable, "-c", code], capture_output=True, text=True,
@@ -107,6 +110,7 @@ def tls_server(tmp_path):
     server.server_close()
 
 
+@pytest.mark.process
 def test_certificates_check_tells_an_untrusted_proxy_from_a_trusted_one(tls_server, monkeypatch):
     url, cert = tls_server
     untrusted = preflight.check_certificates(url, timeout=10)
@@ -126,6 +130,7 @@ def test_certificates_check_offline_is_a_note():
     assert result.status == "note" and "KIT_WHEELHOUSE" in result.message
 
 
+@pytest.mark.process
 def test_certificates_check_hides_credentials_and_takes_an_http_error_as_an_answer(tls_server, monkeypatch):
     url, cert = tls_server
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))

@@ -1,6 +1,7 @@
 """The processes the kit starts: contained, interrupt-proof, and always stopped."""
 
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -11,7 +12,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 from tutorial_helpers import KERNEL_NAME
-from tutorial_helpers.runtime import processes
+from tutorial_helpers.runtime import launcher, processes
 from tutorial_helpers.worker_process import WorkerProcess
 
 KERNEL = KERNEL_NAME
@@ -50,6 +51,7 @@ contained = pytest.mark.skipif(
 )
 
 
+@pytest.mark.process
 @contained
 def test_a_worker_listens_only_inside_its_own_network_reached_by_a_private_socket():
     with WorkerProcess() as worker:
@@ -71,6 +73,7 @@ def test_a_worker_listens_only_inside_its_own_network_reached_by_a_private_socke
     assert not binary.is_running()
 
 
+@pytest.mark.process
 def test_an_uncontained_worker_is_what_tffs_own_is_and_says_so():
     with WorkerProcess(private_network=False) as worker:
         binary = worker_binary_of(worker)
@@ -85,10 +88,8 @@ ON_THE_NETWORK = ["192.0.2.2%eth0", "fe80::1%eth0"]  # Documentation addresses (
 def test_where_no_private_network_can_be_made_a_worker_on_a_network_is_refused(monkeypatch):
     """Simulates a system that forbids network namespaces (Ubuntu 24.04's AppArmor) on a
     machine with addresses: the worker is not started, and the error says what to do."""
-    from tutorial_helpers import worker_process
-
-    monkeypatch.setattr(worker_process, "private_network_status", lambda: (False, "simulated: denied"))
-    monkeypatch.setattr(worker_process, "network_addresses", lambda: ON_THE_NETWORK)
+    monkeypatch.setattr(processes, "private_network_status", lambda: (False, "simulated: denied"))
+    monkeypatch.setattr(processes, "network_addresses", lambda: ON_THE_NETWORK)
     monkeypatch.delenv("KIT_CONTAINER", raising=False)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with pytest.raises(RuntimeError, match=r"will not start a TFF worker here.*simulated: denied") as refused:
@@ -101,11 +102,10 @@ def test_where_no_private_network_can_be_made_a_worker_on_a_network_is_refused(m
     assert {p.pid for p in psutil.Process().children(recursive=True)} == before  # Nothing started.
 
 
+@pytest.mark.process
 def test_inside_the_kits_container_an_uncontained_worker_runs_and_says_so_once(monkeypatch):
-    from tutorial_helpers import worker_process
-
-    monkeypatch.setattr(worker_process, "private_network_status", lambda: (False, "simulated: denied"))
-    monkeypatch.setattr(worker_process, "network_addresses", lambda: ON_THE_NETWORK)
+    monkeypatch.setattr(processes, "private_network_status", lambda: (False, "simulated: denied"))
+    monkeypatch.setattr(processes, "network_addresses", lambda: ON_THE_NETWORK)
     monkeypatch.setenv("KIT_CONTAINER", "1")
     processes.warn_uncontained.cache_clear()
     with pytest.warns(RuntimeWarning, match="publishes only Jupyter's port"), WorkerProcess() as worker:
@@ -121,6 +121,7 @@ def test_the_policy_allows_an_uncontained_worker_only_where_nothing_else_reaches
     assert alone and "no address but loopback" in why
 
 
+@pytest.mark.process
 def test_network_addresses_sees_this_machines_and_none_in_an_empty_network():
     import shutil
     import subprocess
@@ -135,6 +136,7 @@ def test_network_addresses_sees_this_machines_and_none_in_an_empty_network():
     assert all("%" in a and not a.endswith("%lo") for a in outside)
 
 
+@pytest.mark.process
 def test_socket_folders_of_processes_that_are_gone_are_removed_by_the_next_start(tmp_path, monkeypatch):
     """A kernel killed by SIGKILL cannot remove its worker's socket folder; the next
     process that makes one removes the folders whose owner is gone, and no other."""
@@ -149,10 +151,16 @@ def test_socket_folders_of_processes_that_are_gone_are_removed_by_the_next_start
     unnamed = tmp_path / "tff-kit-old"  # Made before folders carried a pid.
     for folder in (orphan, alive, unnamed):
         folder.mkdir(mode=0o700)
-    assert processes._remove_orphaned_folders() == [str(orphan)]
+    orphan_log = tmp_path / f"tff-kit-{gone.pid}-log-TFF_worker-x.log"  # Logs are named the same way.
+    alive_log = tmp_path / f"tff-kit-{os.getppid()}-log-TFF_worker-y.log"
+    for log in (orphan_log, alive_log):
+        log.write_text("a worker's log")
+    assert sorted(launcher.remove_orphans()) == sorted([str(orphan), str(orphan_log)])
     assert not orphan.exists() and alive.exists() and unnamed.exists()
+    assert not orphan_log.exists() and alive_log.exists()
 
 
+@pytest.mark.process
 def test_a_temporary_folder_of_a_killed_process_is_removed_by_the_next_one(tmp_path):
     """A kernel killed by SIGKILL leaves its sites' folder; the kit's next temporary folder removes it."""
     import signal
@@ -176,11 +184,44 @@ def test_a_temporary_folder_of_a_killed_process_is_removed_by_the_next_one(tmp_p
     assert not Path(made.stdout.strip()).exists()  # Removed at that interpreter's exit.
 
 
+@pytest.mark.process
+def test_a_killed_kernels_sites_folder_and_logs_go_with_its_workers_not_with_the_next_process(tmp_path):
+    """SIGKILL a controller that holds a sites folder and a contained worker: the worker's launcher, stopped
+    by the controller's death, removes the folder (a site's raw examples) and the logs, with no other kit
+    process started. The control: the same folder of a live controller stays."""
+    import signal
+
+    if not processes.private_network_status()[0]:
+        pytest.skip("no private network here: workers are not contained, so no launcher outlives the kernel")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    script = ("import time; from tutorial_helpers.runtime.processes import temporary_folder; "
+              "from tutorial_helpers.worker_process import WorkerProcess; "
+              "folder = temporary_folder('sites'); open(folder.name + '/examples.tfrecord', 'w').write('raw'); "
+              "worker = WorkerProcess(private_network=True); print(folder.name, flush=True); time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        left = Path(child.stdout.readline().strip())
+        assert left.is_dir() and (left / "examples.tfrecord").exists()
+        logs = list(tmp_path.glob(f"tff-kit-{child.pid}-log-*"))
+        assert logs, list(tmp_path.iterdir())
+        time.sleep(1)
+        assert left.exists()  # The control: a live controller keeps its folder.
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and list(tmp_path.glob(f"tff-kit-{child.pid}-*")):
+        time.sleep(0.2)
+    assert not list(tmp_path.glob(f"tff-kit-{child.pid}-*")), list(tmp_path.iterdir())
+
+
 def test_a_temporary_folder_refuses_a_purpose_that_is_not_a_word():
     with pytest.raises(ValueError, match="purpose='../x'"):
         processes.temporary_folder("../x")
 
 
+@pytest.mark.process
 def test_children_run_outside_the_parents_process_group():
     """Jupyter's interrupt signals the kernel's process group; the kit's children are not in it."""
     with WorkerProcess() as worker:
@@ -198,7 +239,7 @@ def run_cell(client, code: str, timeout: float = 120) -> dict:
     return {**reply["content"], "stdout": "".join(outputs)}
 
 
-@pytest.mark.slow
+@pytest.mark.notebook
 def test_interrupting_the_kernel_mid_round_keeps_workers_and_service_running():
     manager, client = start_new_kernel(kernel_name=KERNEL, startup_timeout=120)
     try:
@@ -271,6 +312,7 @@ def test_interrupting_the_kernel_mid_round_keeps_workers_and_service_running():
         manager.shutdown_kernel(now=True)
 
 
+@pytest.mark.process
 def test_a_crashed_worker_program_is_reported_by_the_signal_that_killed_it():
     """Behind the launcher, the worker's own death still names the signal."""
     worker = WorkerProcess()
@@ -295,6 +337,7 @@ def test_a_crashed_worker_program_is_reported_by_the_signal_that_killed_it():
     (["--parent=1", "--socket=/tmp/x", "--port=80", "--user=0:0", "--", "true"], "--user must be UID:GID"),
     (["--parent=1", "--netns-only", "--", "true"], "--netns-only needs --socket and root"),
 ])
+@pytest.mark.process
 def test_the_launcher_rejects_bad_arguments_by_name(args, message):
     import subprocess
     import sys
@@ -317,15 +360,14 @@ def test_the_launcher_runs_a_command_as_another_user_only_for_root(monkeypatch, 
 
 
 def test_private_network_true_refuses_where_none_can_be_made_and_starts_nothing(monkeypatch):
-    from tutorial_helpers import worker_process
-
-    monkeypatch.setattr(worker_process, "private_network_status", lambda: (False, "simulated: denied"))
+    monkeypatch.setattr(processes, "private_network_status", lambda: (False, "simulated: denied"))
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with pytest.raises(RuntimeError, match=r"private_network=True, but .*simulated: denied.*private_network=None"):
         WorkerProcess(private_network=True)
     assert {p.pid for p in psutil.Process().children(recursive=True)} == before
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("parent", "code"), [("os.getppid()", 0), ("os.getppid() + 10**6", 1)])
 def test_a_child_whose_parent_is_already_gone_does_not_start(parent, code):
     """The launcher's check after asking for the parent-death signal: the parent it names is gone."""
@@ -340,7 +382,7 @@ def test_a_process_that_cannot_start_leaves_no_socket_folder_or_log(tmp_path, mo
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(processes, "_remove_orphaned_folders", lambda: None)
+    monkeypatch.setattr(launcher, "remove_orphans", lambda: [])
 
     def no_fork(*args, **kwargs):
         raise OSError(11, "Resource temporarily unavailable (simulated fork failure)")
@@ -351,6 +393,7 @@ def test_a_process_that_cannot_start_leaves_no_socket_folder_or_log(tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.process
 def test_wait_for_http_names_what_did_not_answer_in_time_and_a_child_that_exited():
     import socket
 

@@ -15,6 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = len(list((ROOT / "notebooks").glob("*.ipynb")))
 
 
+@pytest.mark.process
 def test_every_button_badge_and_clone_command_agrees_with_pyproject():
     result = subprocess.run(
         [sys.executable, "-m", "tutorial_helpers.workshop.project_links", "--check"],
@@ -47,6 +48,7 @@ def _copy(tmp_path):
     return root
 
 
+@pytest.mark.process
 def test_changing_the_address_in_pyproject_rewrites_every_copy(tmp_path):
     root = _copy(tmp_path)
     toml = root / "pyproject.toml"
@@ -85,6 +87,7 @@ def test_a_bad_repository_address_is_named(tmp_path, repository, message):
         project_links.read_urls(tmp_path)
 
 
+@pytest.mark.process
 def test_a_release_branch_pins_what_colab_clones(tmp_path, monkeypatch):
     """The buttons' branch and the ref the first cell clones on Colab move together."""
     root = _copy(tmp_path)

@@ -104,6 +104,7 @@ def test_constructors_reject_a_backend_that_is_not_a_data_backend():
         remote_data.DataExecutor("not an executor", RangeBackend())
 
 
+@pytest.mark.process
 def test_materializes_every_client_concurrently():
     backend = RangeBackend(delay=0.3)
     with remote_data.create_execution_context(backend):
@@ -141,6 +142,7 @@ class RecordingExecutor(Executor):
         self.target.close()
 
 
+@pytest.mark.process
 def test_data_executor_resolves_data_and_delegates_everything_else_untouched():
     backend = RangeBackend()
     with WorkerProcess() as worker:
@@ -188,6 +190,7 @@ class FailingBackend(remote_data.DataBackend):
         return tf.data.Dataset.range(2)
 
 
+@pytest.mark.process
 def test_a_failing_materialize_names_the_uri_and_backend_and_the_context_survives():
     with remote_data.create_execution_context(FailingBackend()) as ctx:
         with pytest.raises(RuntimeError) as raised:
@@ -209,6 +212,7 @@ class AllFailBackend(remote_data.DataBackend):
         raise ConnectionError(f"no service for {data.uri}")
 
 
+@pytest.mark.process
 def test_when_every_client_fails_one_error_is_raised_and_none_is_left_unretrieved(caplog):
     import gc
 
@@ -224,6 +228,7 @@ class WrongTypeBackend(remote_data.DataBackend):
         return tf.data.Dataset.from_tensor_slices(np.zeros([3, 2], np.float32))
 
 
+@pytest.mark.process
 def test_a_payload_of_the_wrong_type_is_a_type_error_naming_uri_and_both_types():
     with remote_data.create_execution_context(WrongTypeBackend()):
         with pytest.raises(TypeError) as raised:
@@ -234,6 +239,7 @@ def test_a_payload_of_the_wrong_type_is_a_type_error_naming_uri_and_both_types()
     assert "got float32[2]*" in message
 
 
+@pytest.mark.process
 def test_close_stops_the_worker_and_later_calls_say_so():
     previous = tff.framework.get_context_stack().current
     ctx = remote_data.create_execution_context(RangeBackend())
@@ -252,6 +258,7 @@ def test_close_stops_the_worker_and_later_calls_say_so():
         tff.framework.set_default_context(previous)
 
 
+@pytest.mark.process
 def test_with_block_installs_the_context_and_restores_the_previous_one():
     before = tff.framework.get_context_stack().current
     with remote_data.create_execution_context(RangeBackend()) as ctx:
@@ -260,6 +267,7 @@ def test_with_block_installs_the_context_and_restores_the_previous_one():
     assert ctx.closed and not ctx.worker.is_running()
 
 
+@pytest.mark.process
 def test_a_killed_worker_gives_a_clear_error_instead_of_retrying_forever():
     with remote_data.create_execution_context(RangeBackend()) as ctx:
         assert list(count_per_client(descriptor(["uri://2"]))) == [2]
@@ -269,7 +277,7 @@ def test_a_killed_worker_gives_a_clear_error_instead_of_retrying_forever():
             count_per_client(descriptor(["uri://2"]))
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_the_worker_dies_with_its_parent_even_on_sigkill(tmp_path):
     """A killed Jupyter kernel must not leave its worker running."""
     script = textwrap.dedent(
@@ -304,6 +312,7 @@ def test_the_worker_dies_with_its_parent_even_on_sigkill(tmp_path):
         parent.stdout.close()
 
 
+@pytest.mark.process
 def test_original_flow_two_fedavg_rounds_match_passing_datasets_directly(emnist):
     """The original tutorial's code, with only the API names of TFF 0.87 substituted."""
     emnist_train, _ = emnist
@@ -388,6 +397,7 @@ def notebook_data_executor():
     return namespace["DataExecutor"]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("executor", ["notebook 03", "packaged"])
 def test_notebook_03s_data_executor_behaves_like_the_packaged_one(executor):
     data_executor = notebook_data_executor() if executor == "notebook 03" else remote_data.DataExecutor

@@ -40,6 +40,7 @@ def service():
         yield svc
 
 
+@pytest.mark.process
 def test_service_runs_in_its_own_process_and_serves_every_client(service):
     assert service.pid != os.getpid() and service.pid in worker_pids()
     status, body, _ = get(f"{service.url}/clients")
@@ -64,11 +65,13 @@ def test_service_runs_in_its_own_process_and_serves_every_client(service):
      ("/clients/-1", 400, "malformed"), ("/clients/../etc/passwd", 400, "malformed"),
      ("/nothing", 404, "no such endpoint")],
 )
+@pytest.mark.process
 def test_service_answers_bad_requests_with_clear_errors(service, path, status, message):
     got_status, body, _ = get(service.url + path)
     assert got_status == status and message in json.loads(body)["error"]
 
 
+@pytest.mark.process
 def test_http_backend_gives_the_same_data_as_tffs_loader(service, emnist):
     train, _ = emnist
     backend = HttpDataBackend(service.url)
@@ -82,6 +85,7 @@ def test_http_backend_gives_the_same_data_as_tffs_loader(service, emnist):
     assert backend.requests == 3 and backend.retries == 0 and backend.bytes_received > 0
 
 
+@pytest.mark.process
 def test_fetches_are_concurrent_up_to_the_bound():
     with DataService(latency=0.2) as svc:
         unbounded = HttpDataBackend(svc.url, max_concurrency=16)
@@ -96,6 +100,7 @@ def test_fetches_are_concurrent_up_to_the_bound():
     assert bounded.max_in_flight == 3
 
 
+@pytest.mark.process
 def test_transient_failures_are_retried_and_the_data_arrives_intact():
     with DataService(failure_rate=0.3, seed=0) as svc:
         backend = HttpDataBackend(svc.url, attempts=6, backoff=0.01)
@@ -109,6 +114,7 @@ def test_transient_failures_are_retried_and_the_data_arrives_intact():
     assert all(len(body) > 0 for body in bodies)
 
 
+@pytest.mark.process
 def test_a_client_the_service_does_not_have_is_an_error_without_retries(service):
     backend = HttpDataBackend(service.url, attempts=5)
     with pytest.raises(LookupError, match=r"has no data for 'uri://500'.*no client 500"):
@@ -116,6 +122,7 @@ def test_a_client_the_service_does_not_have_is_an_error_without_retries(service)
     assert backend.requests == 1
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("uri", MALFORMED)
 def test_malformed_uris_are_rejected_by_name_before_any_request(service, uri):
     backend = HttpDataBackend(service.url)
@@ -125,14 +132,17 @@ def test_malformed_uris_are_rejected_by_name_before_any_request(service, uri):
     assert backend.requests == 0
 
 
+@pytest.mark.process
 def test_a_service_that_is_down_is_a_clear_error():
     with DataService() as svc:
         url = svc.url
     backend = HttpDataBackend(url, attempts=3, backoff=0.01)
-    with pytest.raises(ConnectionError, match=rf"Could not fetch 'uri://1' from the data service at {url}: 3 attempts failed.*Is the service running"):
+    with pytest.raises(ConnectionError, match=rf"Could not fetch 'uri://1' from the data service at {url}: "
+                                              r"3 attempts failed.*Is the service running"):
         materialize(backend, "uri://1")
 
 
+@pytest.mark.process
 def test_a_service_that_does_not_answer_times_out():
     with DataService(latency=5.0) as svc:
         backend = HttpDataBackend(svc.url, timeout=0.3, attempts=2, backoff=0.01)
@@ -155,6 +165,7 @@ def fedavg():
 DATASET_TYPE = model.DATASET_TYPE
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 def test_the_service_killed_in_the_middle_of_a_round_is_a_clear_error(fedavg):
     with DataService(latency=0.5) as svc:
@@ -180,7 +191,7 @@ def test_the_service_killed_in_the_middle_of_a_round_is_a_clear_error(fedavg):
     assert not worker_pids() & {svc.pid, worker}
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_worker_side_loading_sends_only_client_ids(emnist, fedavg):
     train, _ = emnist
     process = worker_side_process(train, fedavg)
@@ -197,7 +208,7 @@ def test_worker_side_loading_sends_only_client_ids(emnist, fedavg):
     assert not worker_pids() & set(pids)
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_a_killed_worker_of_several_gives_a_clear_error(emnist, fedavg):
     train, _ = emnist
     process = worker_side_process(train, fedavg)
@@ -248,12 +259,14 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_request_timeout():
         (["--latency", "-1", "--port", "1234"], "argument --latency: must be a number of seconds >= 0, got '-1'"),
         (["--port", "65536"], "argument --port: must be a TCP port from 1 to 65535"),
         (["--port", "http"], "argument --port: must be a TCP port"),
-        (["--port", "1234", "--failure-rate", "1.5"], "argument --failure-rate: must be a share from 0 to 1, got '1.5'"),
+        (["--port", "1234", "--failure-rate", "1.5"],
+         "argument --failure-rate: must be a share from 0 to 1, got '1.5'"),
         (["--port", "1234", "--failure-rate", "nan"], "argument --failure-rate"),
         (["--port", "1234", "--request-timeout", "0"], "argument --request-timeout: must be a number of seconds > 0"),
         ([], "the following arguments are required: --port"),
     ],
 )
+@pytest.mark.process
 def test_the_service_rejects_bad_command_line_arguments_by_name(args, message):
     import subprocess
     import sys
@@ -290,6 +303,7 @@ def test_the_error_after_the_last_attempt_is_chained_to_its_cause():
     assert backend.requests == 2 and backend.retries == 1
 
 
+@pytest.mark.process
 def test_wait_for_log_returns_the_line_a_child_prints_and_names_what_it_waited_for():
     import sys
 
@@ -309,6 +323,7 @@ def test_wait_for_log_returns_the_line_a_child_prints_and_names_what_it_waited_f
         quitter.stop()
 
 
+@pytest.mark.process
 def test_two_services_started_together_bind_ports_of_their_own():
     with DataService() as first, DataService() as second:
         assert first.port != second.port
@@ -365,7 +380,7 @@ def test_a_body_that_fails_its_checksum_is_fetched_again(corrupt, attempts, arri
         httpd.server_close()
 
 
-@pytest.mark.slow
+@pytest.mark.process
 def test_a_multi_worker_context_uses_workers_started_elsewhere_and_leaves_them_running():
     """`addresses=`: the kit connects to running workers and, on close, only disconnects."""
     from tutorial_helpers.worker_process import WorkerProcess

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,6 +17,7 @@ def run_tutorial(*args, build_dir):
                           capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.notebook
 def test_run_tutorial_executes_a_notebook_in_another_folder(tmp_path):
     # The kernel runs in the build folder and talks to nbconvert over Unix
     # sockets with relative paths: this failed when run_tutorial ran
@@ -36,6 +38,7 @@ def test_run_tutorial_executes_a_notebook_in_another_folder(tmp_path):
     assert not list((tmp_path / "out").glob("kernel-ipc-*")), "socket files left behind"
 
 
+@pytest.mark.notebook
 def test_run_tutorial_names_a_missing_notebook(tmp_path):
     result = run_tutorial(tmp_path / "nope.ipynb", build_dir=tmp_path / "out")
     assert result.returncode == 2
@@ -57,7 +60,8 @@ def uv_dry_run(tmp_path, name, setup_environment):
     subprocess.run([ROOT / ".venv" / "bin" / "python", "-m", "venv", "--without-pip", venv], check=True)
     env = {k: v for k, v in os.environ.items() if k not in CERTIFICATE_VARIABLES and not k.startswith("UV_")}
     env["UV_CACHE_DIR"] = str(tmp_path / f"{name}-cache")  # Empty: uv must ask the registry.
-    command = f'{ROOT / ".venv" / "bin" / "uv"} pip install --dry-run --no-deps --python {venv / "bin" / "python"} {pin}'
+    uv, python = ROOT / ".venv" / "bin" / "uv", venv / "bin" / "python"
+    command = f"{uv} pip install --dry-run --no-deps --python {python} {pin}"
     if setup_environment:  # scripts/setup's own export lines, run as it runs them.
         exports = "\n".join(line for line in (ROOT / "scripts" / "setup").read_text().splitlines()
                              if line.startswith("export UV_"))
@@ -67,6 +71,7 @@ def uv_dry_run(tmp_path, name, setup_environment):
                           check=False)
 
 
+@pytest.mark.install
 def test_setups_uv_reaches_the_registry_without_certificate_variables(tmp_path):
     """Behind a TLS-inspecting proxy whose certificate is only in the system's store, uv's
     own bundle fails ("UnknownIssuer"); setup makes uv read the system's store too."""

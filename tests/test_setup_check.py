@@ -160,12 +160,14 @@ def _run_first_cell(python, cwd):
     )
 
 
+@pytest.mark.process
 def test_the_cell_really_run_in_the_kits_environment_says_ready():
     result = _run_first_cell(sys.executable, ROOT / "notebooks")
     assert result.returncode == 0, result.stderr
     assert result.stdout == setup_check.decide(KIT).message + "\n"
 
 
+@pytest.mark.process
 def test_a_copy_outside_the_kit_run_in_the_kits_environment_says_ready(tmp_path):
     # E.g. scripts/run_tutorial with BUILD_DIR elsewhere, or a notebook saved to ~/Downloads.
     result = _run_first_cell(sys.executable, tmp_path)
@@ -173,6 +175,7 @@ def test_a_copy_outside_the_kit_run_in_the_kits_environment_says_ready(tmp_path)
     assert result.stdout == setup_check.decide(KIT).message + "\n"
 
 
+@pytest.mark.process
 def test_the_cell_really_run_under_a_python_without_tff_says_what_to_do(tmp_path):
     python = _python_without_tff()
     # A clone that has not been set up: the cell must say to run scripts/setup.

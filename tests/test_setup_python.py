@@ -105,11 +105,13 @@ def lock_uv(tmp_path_factory):
     return dest
 
 
+@pytest.mark.install
 def test_bootstrap_uv_gets_the_locks_uv_from_the_index(lock_uv):
     version = subprocess.run([lock_uv, "--version"], capture_output=True, text=True, check=True).stdout
     assert version.split()[:2] == ["uv", UV_VERSION]
 
 
+@pytest.mark.install
 def test_a_machine_with_python_311_uses_it_and_fetches_nothing(kit):
     result = setup_python(kit, PATH_WITH_311)
     assert result.returncode == 0, result.stderr
@@ -121,6 +123,7 @@ def test_a_machine_with_python_311_uses_it_and_fetches_nothing(kit):
     assert "managed" not in result.stderr
 
 
+@pytest.mark.install
 def test_without_python_311_setup_tries_uvs_managed_python(kit, no_311_path, lock_uv):
     """The real download, from GitHub: installed where reachable, else an error that says what to do."""
     (kit / ".kit-tools").mkdir()
@@ -169,6 +172,7 @@ def downloads_json(folder: Path, archive: Path) -> Path:
     return listing
 
 
+@pytest.mark.install
 def test_without_python_311_setup_installs_a_managed_one_for_this_clone(kit, no_311_path, lock_uv,
                                                                         tmp_path):
     (kit / ".kit-tools").mkdir()
@@ -189,6 +193,7 @@ def test_without_python_311_setup_installs_a_managed_one_for_this_clone(kit, no_
     assert (again.returncode, again.stdout) == (0, result.stdout), again.stderr
 
 
+@pytest.mark.install
 def test_offline_a_wheelhouse_without_an_interpreter_is_named(kit, no_311_path, tmp_path):
     wheelhouse = tmp_path / "wheelhouse"
     wheelhouse.mkdir()
@@ -199,6 +204,7 @@ def test_offline_a_wheelhouse_without_an_interpreter_is_named(kit, no_311_path, 
     assert not (kit / ".kit-tools" / "uv").exists()
 
 
+@pytest.mark.install
 def test_offline_a_wheelhouse_without_uvs_wheel_is_named(kit, no_311_path, tmp_path):
     wheelhouse = tmp_path / "wheelhouse"
     (wheelhouse / "python").mkdir(parents=True)
@@ -236,6 +242,7 @@ def test_bootstrap_uv_saves_an_archive_where_uvs_mirror_setting_reads_it(tmp_pat
     assert saved.read_bytes() == b"archive"
 
 
+@pytest.mark.install
 def test_preflight_before_setup_says_what_setup_will_do_without_311(kit, no_311_path):
     environment = {k: v for k, v in os.environ.items() if k in KEEP}
     result = subprocess.run([str(kit / "scripts" / "preflight")], cwd=kit, env={**environment, "PATH": no_311_path},

@@ -39,9 +39,6 @@ NOTEBOOK_TITLES = {
     for stem in NOTEBOOKS
 }
 
-pytestmark = pytest.mark.slow
-
-
 def _build_site_module():
     spec = importlib.util.spec_from_file_location("build_site", ROOT / "docs" / "build_site.py")
     module = importlib.util.module_from_spec(spec)
@@ -72,6 +69,7 @@ def pages(site: Path) -> list[str]:
 # --- what the build made -----------------------------------------------------
 
 
+@pytest.mark.install
 def test_the_site_has_every_chapter_the_reference_and_a_search(site):
     names = set(pages(site))
     for notebook in NOTEBOOKS:
@@ -86,6 +84,7 @@ def test_the_site_has_every_chapter_the_reference_and_a_search(site):
     assert "your time" in index and "2-hour workshop" in index
 
 
+@pytest.mark.install
 def test_the_api_reference_is_generated_from_the_docstrings(site):
     from tutorial_helpers import remote_data
 
@@ -124,6 +123,7 @@ class _Resources(html.parser.HTMLParser):
                 self.ids.add(attrs[key])
 
 
+@pytest.mark.install
 def test_nothing_is_loaded_from_the_network(site):
     # Scripts, styles, fonts and images are the site's own: it works offline.
     # Links out (Colab, GitHub, tensorflow.org) are fine; they are not loaded.
@@ -269,6 +269,7 @@ class _Targets:
         return self.ids[url]
 
 
+@pytest.mark.browser
 def test_every_page_reads_right_in_chromium(site, served, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     targets, report, failures = _Targets(), {"pages": {}}, {}
@@ -301,6 +302,7 @@ def test_every_page_reads_right_in_chromium(site, served, browser):
     assert report["totals"]["buttons"] == 4 * len(NOTEBOOKS)
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("page", ["index.html", "notebooks/04_training.html", "api.html"])
 def test_pages_opened_from_disk_work_offline(site, browser, page):
     _open(browser, (site / page).as_uri())
@@ -321,6 +323,7 @@ def test_pages_opened_from_disk_work_offline(site, browser, page):
         assert checked["images"] > 4, "the notebook's figures and button icons"
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("where", ["server", "disk"])
 def test_search_finds_the_backend(site, served, browser, where):
     base = served if where == "server" else site.as_uri() + "/"

@@ -22,12 +22,11 @@ import pytest
 from tests.conftest import worker_pids
 from tests.test_gatekeeper import sites  # noqa: F401  (a fixture)
 from tests.test_sites import site_users, train  # noqa: F401  (site_users is a fixture)
-from tutorial_helpers.gatekeeper import read_audit_log
 from tutorial_helpers.sites import build_site_fed_avg, create_site_context
-from tutorial_helpers.tls import make_workshop_ca
-from tutorial_helpers.worker_process import RemoteWorker, WorkerProcess
-
-pytestmark = pytest.mark.slow
+from tutorial_helpers.sites.gatekeeper import read_audit_log
+from tutorial_helpers.sites.tls import make_workshop_ca
+from tutorial_helpers.sites.worker import RemoteSite
+from tutorial_helpers.worker_process import WorkerProcess
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +47,10 @@ def clinic_site(request, sites, tmp_path_factory):  # noqa: F811
     return user, root
 
 
-def start_site(site, root, folder, tls, listen, netns=None, user=None):
+def start_site(site, root, folder, tls, listen, netns=None, user=None, extra=()):
     command = [sys.executable, "-m", "tutorial_helpers.site_server", f"--site={site}", f"--root={root}",
                f"--gatekeeper={folder}", f"--tls={tls}", f"--listen={listen}",
-               *([] if user is None else [f"--user={user}"])]
+               *([] if user is None else [f"--user={user}"]), *extra]
     if netns is not None:
         command = ["ip", "netns", "exec", netns, *command]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -77,6 +76,7 @@ def stop_site(server) -> list[int]:
     return children
 
 
+@pytest.mark.root
 def test_site_server_refuses_what_it_cannot_use_with_a_message_that_says_what_to_do(
         sites, clinic_site, tmp_path):  # noqa: F811
     _, _, roots, folders = sites
@@ -117,6 +117,7 @@ def test_site_server_refuses_what_it_cannot_use_with_a_message_that_says_what_to
         assert "key.pem belongs to the worker's user" in refused(*arguments())
 
 
+@pytest.mark.root
 def test_a_site_on_loopback_over_tcp_and_mutual_tls_trains_and_comes_back_after_a_restart(
         sites, clinic_site, tmp_path):  # noqa: F811
     """The clinic runs as its own site_server; the controller reaches it by address, with the workshop's certificates.
@@ -135,7 +136,7 @@ def test_a_site_on_loopback_over_tcp_and_mutual_tls_trains_and_comes_back_after_
     started, server, others = [], None, {}
     try:
         server = start_site("clinic", clinic_root, folders["clinic"], ws / "clinic", listen, user=worker_user)
-        clinic = RemoteWorker(listen, site="clinic", tls=ws / "controller")
+        clinic = RemoteSite(listen, site="clinic", tls=ws / "controller")
         others = {site: WorkerProcess(cwd=root) for site, root in roots.items() if site != "clinic"}
         with create_site_context(catalogue, site_workers={"clinic": clinic, **others}, min_sites=2) as ctx:
             weights, metrics = train(process, ids)
@@ -197,6 +198,7 @@ def site_network():
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
+@pytest.mark.root
 def test_a_site_in_another_network_namespace_trains_over_a_virtual_ethernet_link_with_mutual_tls(
         sites, site_network, clinic_site, tmp_path):  # noqa: F811
     ids, catalogue, roots, folders = sites
@@ -217,7 +219,7 @@ def test_a_site_in_another_network_namespace_trains_over_a_virtual_ethernet_link
         with socket.socket() as probe:  # Nothing answers at the worker's port from here.
             probe.settimeout(5)
             assert probe.connect_ex((address, 8000)) != 0
-        clinic = RemoteWorker(f"{address}:7000", site="clinic", tls=ws / "controller")
+        clinic = RemoteSite(f"{address}:7000", site="clinic", tls=ws / "controller")
         others = {site: WorkerProcess(cwd=root) for site, root in roots.items() if site != "clinic"}
         with create_site_context(catalogue, site_workers={"clinic": clinic, **others}) as ctx:
             weights, metrics = train(process, ids)
@@ -230,3 +232,81 @@ def test_a_site_in_another_network_namespace_trains_over_a_virtual_ethernet_link
         for a, b in zip(round_got, round_expected, strict=True):
             np.testing.assert_array_equal(a, b)
     assert not worker_pids() & set(pids + started)
+
+
+class Flood:
+    """`slots` connections from `source` that each send the first byte of a TLS hello, then nothing; each is
+    opened again as soon as the site closes it. What a stranger does to hold a site's places."""
+
+    def __init__(self, listen: str, source: str = "127.0.0.2", slots: int = 16):
+        import threading
+
+        host, port = listen.rsplit(":", 1)
+        self.target, self.source, self.stop = (host, int(port)), source, threading.Event()
+        self.opened = 0
+        self.threads = [threading.Thread(target=self._hold, daemon=True) for _ in range(slots)]
+
+    def _hold(self):
+        while not self.stop.is_set():
+            try:
+                with socket.socket() as s:
+                    s.bind((self.source, 0))
+                    s.connect(self.target)
+                    s.sendall(b"\x16")
+                    self.opened += 1
+                    s.settimeout(0.2)
+                    while not self.stop.is_set():
+                        try:
+                            if not s.recv(1024):
+                                break  # Closed by the site: open another straight away.
+                        except TimeoutError:
+                            continue
+            except OSError:
+                pass
+            time.sleep(0.01)
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        time.sleep(1)  # Every slot taken.
+        return self
+
+    def __exit__(self, *_):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
+@pytest.mark.root
+@pytest.mark.process
+@pytest.mark.parametrize("defended", [True, False], ids=["defended", "control-without-the-limits"])
+def test_strangers_holding_connections_before_tls_do_not_lock_the_controller_out(
+        sites, clinic_site, tmp_path, defended):  # noqa: F811
+    """Sixteen connections from another address, each one byte into its TLS hello, reopened at once.
+
+    With the site's limits (a few connections per address still in their handshake, and only connections
+    past it counted against the site's cap), the controller still connects and trains. The control: a site
+    whose limits are those of the kit before (16 connections, counted from the first byte, from any
+    address) is locked: the controller is not let in.
+    """
+    ids, catalogue, roots, folders = sites
+    worker_user, clinic_root = clinic_site
+    ws = make_workshop_ca(tmp_path / "ws", ["clinic"])
+    listen = f"127.0.0.1:{portpicker.pick_unused_port()}"
+    limits = () if defended else ("--max-pending-per-source=1000", "--max-pending=16")
+    server = start_site("clinic", clinic_root, folders["clinic"], ws / "clinic", listen, user=worker_user,
+                        extra=limits)
+    try:
+        with Flood(listen) as flood:
+            if defended:
+                process = build_site_fed_avg()
+                clinic = RemoteSite(listen, 5, site="clinic", tls=ws / "controller")
+                with create_site_context({"clinic": catalogue["clinic"]}, site_workers={"clinic": clinic}):
+                    result = process.next(process.initialize(), catalogue["clinic"])
+                assert result.metrics["client_work"]["train"]["num_examples"] > 0
+            else:
+                with pytest.raises(ConnectionError, match="Site 'clinic' does not answer"):
+                    RemoteSite(listen, 5, site="clinic", tls=ws / "controller")
+            assert flood.opened >= 16
+    finally:
+        stop_site(server)

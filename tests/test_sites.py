@@ -20,9 +20,9 @@ from tutorial_helpers.sites import (
     site_dataset_computation,
     write_site,
 )
-from tutorial_helpers.worker_process import ChannelAudit, WorkerProcess
+from tutorial_helpers.sites.audit import ChannelAudit
+from tutorial_helpers.worker_process import WorkerProcess
 
-pytestmark = pytest.mark.slow
 ROUNDS = 3
 
 
@@ -51,6 +51,7 @@ def largest_difference(a, b):
     return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
 
 
+@pytest.mark.process
 def test_each_site_gets_only_its_clients_and_the_training_is_the_same(setting):
     ids, catalogue, process = setting
     with create_site_context(catalogue) as ctx:
@@ -77,6 +78,7 @@ def test_each_site_gets_only_its_clients_and_the_training_is_the_same(setting):
     assert [m["num_examples"] for m in routed_metrics] == [m["num_examples"] for m in plain_metrics]
 
 
+@pytest.mark.process
 def test_a_client_no_site_holds_is_refused_by_name_before_any_site_works(setting):
     ids, catalogue, process = setting
     with WorkerProcess() as one:
@@ -91,6 +93,7 @@ def test_a_client_no_site_holds_is_refused_by_name_before_any_site_works(setting
             assert "hospital: 3 clients" in repr(ctx)
 
 
+@pytest.mark.process
 def test_a_catalogue_must_give_each_client_one_site_and_each_site_a_worker():
     with WorkerProcess() as one:
         with pytest.raises(ValueError, match=r"'w1' is in the catalogues of both 'a' and 'b'"):
@@ -100,6 +103,7 @@ def test_a_catalogue_must_give_each_client_one_site_and_each_site_a_worker():
         assert one.is_running()
 
 
+@pytest.mark.process
 def test_a_computation_with_results_at_the_clients_is_refused():
     @tff.tensorflow.computation(np.int32)
     def double(x):
@@ -141,6 +145,7 @@ def test_a_sites_files_hold_its_clients_examples_and_its_catalogue_only_counts(e
         assert b"canary" not in (root / "catalogue.json").read_bytes()
 
 
+@pytest.mark.process
 def test_site_workers_read_their_own_roots_and_train_as_from_tffs_file(setting, site_roots):
     ids, catalogue, from_sqlite = setting
     site_process = tff.simulation.compose_dataset_computation_with_learning_process(
@@ -156,6 +161,7 @@ def test_site_workers_read_their_own_roots_and_train_as_from_tffs_file(setting, 
     assert not worker_pids() & {w.pid for w in ctx.workers}
 
 
+@pytest.mark.process
 def test_a_client_sent_to_a_site_that_does_not_hold_it_fails_there_by_name(setting, site_roots):
     ids, catalogue, _ = setting
     site_process = tff.simulation.compose_dataset_computation_with_learning_process(
@@ -170,6 +176,7 @@ def test_a_client_sent_to_a_site_that_does_not_hold_it_fails_there_by_name(setti
             site_process.next(state, [*wrong["hospital"], *wrong["clinic"]])
 
 
+@pytest.mark.process
 def test_the_channel_audit_finds_nothing_in_training_and_catches_every_leak(emnist, setting, site_roots):
     """Every message to and from every worker is searched for every site's canary and example bytes.
 
@@ -278,6 +285,7 @@ def kill_the_clinic_mid_round(process, catalogue, workers, audit, ids) -> list[i
         return [w.pid for w in ctx.workers]
 
 
+@pytest.mark.process
 def test_a_site_killed_mid_round_is_an_error_naming_it_and_its_clients(setting, site_roots):
     """The clinic's worker is killed when the controller sends it the round's computation."""
     ids, catalogue, _ = setting
@@ -292,6 +300,7 @@ def test_a_site_killed_mid_round_is_an_error_naming_it_and_its_clients(setting, 
     assert not worker_pids() & set(pids)
 
 
+@pytest.mark.process
 def test_a_sites_unreadable_file_is_an_error_naming_the_site_and_the_path_in_its_root(setting, site_roots,
                                                                                        tmp_path):
     ids, catalogue, _ = setting
@@ -314,6 +323,7 @@ def test_a_sites_unreadable_file_is_an_error_naming_the_site_and_the_path_in_its
             site_process.next(site_process.initialize(), ids)
 
 
+@pytest.mark.process
 def test_a_round_moves_the_same_bytes_whatever_a_client_holds(emnist, tmp_path):
     """One client's round, with its examples and with ten times as many: the traffic is the same."""
     train_data, _ = emnist
@@ -328,7 +338,8 @@ def test_a_round_moves_the_same_bytes_whatever_a_client_holds(emnist, tmp_path):
         root = tmp_path / name
         counts = write_site(tff.simulation.datasets.TestClientData({client: arrays}), [client], root,
                             canary=b"canary")
-        with create_site_context({"site": [client]}, site_workers={"site": WorkerProcess(cwd=root, audit=ChannelAudit())},
+        with create_site_context({"site": [client]},
+                                 site_workers={"site": WorkerProcess(cwd=root, audit=ChannelAudit())},
                                  aggregator=WorkerProcess(audit=ChannelAudit())) as ctx:
             state = process.initialize()
             before = ctx.traffic()["site"]
@@ -391,6 +402,7 @@ def site_users():
             subprocess.run(["userdel", name], check=False, capture_output=True, timeout=60)
 
 
+@pytest.mark.root
 def test_sites_as_users_of_their_own_read_only_their_own_data(emnist, setting, site_users, tmp_path):
     """Each site's root belongs to its user (0700), and its worker runs as that user.
 
@@ -440,6 +452,7 @@ def test_sites_as_users_of_their_own_read_only_their_own_data(emnist, setting, s
     assert not worker_pids() & {w.pid for w in ctx.workers}
 
 
+@pytest.mark.root
 def test_behind_a_gatekeeper_the_site_user_runs_the_worker_and_cannot_touch_the_gatekeepers_files(
         emnist, setting, site_users, tmp_path):
     """The gatekeeper runs as root (the site's administrator), in the site's network namespace; the worker
@@ -449,8 +462,8 @@ def test_behind_a_gatekeeper_the_site_user_runs_the_worker_and_cannot_touch_the_
 
     import psutil
 
-    from tutorial_helpers.gatekeeper import AUDIT_LOG, Gatekeeper, approve, read_audit_log
     from tutorial_helpers.sites import build_site_fed_avg, fed_avg_computations
+    from tutorial_helpers.sites.gatekeeper import AUDIT_LOG, Gatekeeper, approve, read_audit_log
 
     train_data, _ = emnist
     ids, catalogue, _ = setting
@@ -500,6 +513,7 @@ def test_a_site_user_is_refused_clearly_where_it_cannot_be_used():
         Worker(user="nobody", private_network=False)
 
 
+@pytest.mark.process
 def test_a_round_goes_on_without_a_site_that_leaves_and_uses_it_again_when_it_comes_back(setting, site_roots):
     """min_sites=2: the clinic's worker is killed mid-round; the round completes with the other sites.
 
@@ -557,6 +571,7 @@ class FreezeOnCompute(OnCompute):
         self.frozen.suspend()
 
 
+@pytest.mark.process
 def test_a_site_that_stops_answering_is_dropped_after_its_timeout_and_used_again_when_it_answers(
         setting, site_roots):
     """The clinic's worker freezes mid-round: the round waits its call_timeout, then goes on without it.
@@ -609,6 +624,7 @@ def test_a_site_that_stops_answering_is_dropped_after_its_timeout_and_used_again
     assert not worker_pids() & set(pids)
 
 
+@pytest.mark.process
 def test_below_min_sites_the_round_fails_naming_every_site_that_did_not_answer(setting, site_roots):
     ids, catalogue, _ = setting
     site_process = tff.simulation.compose_dataset_computation_with_learning_process(
@@ -623,3 +639,22 @@ def test_below_min_sites_the_round_fails_naming_every_site_that_did_not_answer(s
                                                r"min_sites=2: Site 'clinic' .*Site 'practice' "):
             site_process.next(state, ids)
         assert set(ctx.last_round.dropped) == {"clinic", "practice"}
+
+
+def test_a_round_is_planned_from_the_catalogue_alone():
+    """`plan_round` and `site_specs`: what each site will be asked, decided without any worker."""
+    from tutorial_helpers.sites import SiteSpec, plan_round, site_specs
+
+    catalogue = {"hospital": ["a", "b", "c"], "clinic": ["d"], "practice": ["e", "f"]}
+    assert plan_round(catalogue, ["f", "a", "e", "c"]) == {"hospital": [1, 3], "practice": [0, 2]}
+    assert plan_round(catalogue, ["d", "d"]) == {"clinic": [0, 1]}
+    with pytest.raises(LookupError, match=r"Client 'z' is in no site's catalogue.*hospital \(3\), clinic \(1\)"):
+        plan_round(catalogue, ["a", "z"])
+    with pytest.raises(ValueError, match="'a' is in the catalogues of both 'hospital' and 'clinic'"):
+        plan_round({**catalogue, "clinic": ["a"]}, ["a"])
+    specs = site_specs(catalogue, users={"clinic": "kit-clinic"})
+    assert specs["clinic"] == SiteSpec(user="kit-clinic") and specs["hospital"] == SiteSpec()
+    with pytest.raises(ValueError, match=r"users names sites that are not in the catalogue: \['lab'\]"):
+        site_specs(catalogue, users={"lab": "kit-lab"})
+    with pytest.raises(ValueError, match="tls= needs a gatekeeper for every site"):
+        site_specs(catalogue, tls="workshop")

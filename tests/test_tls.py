@@ -17,12 +17,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tests.conftest import worker_pids
 from tests.test_gatekeeper import gatekeepers, sites  # noqa: F401  (sites is a fixture)
 from tests.test_sites import train
-from tutorial_helpers.gatekeeper import Gatekeeper, read_audit_log
 from tutorial_helpers.sites import build_site_fed_avg, create_site_context
-from tutorial_helpers.tls import Identity, make_workshop_ca
-from tutorial_helpers.worker_process import WorkerProcess, _ping
-
-pytestmark = pytest.mark.slow
+from tutorial_helpers.sites.gatekeeper import Gatekeeper, read_audit_log
+from tutorial_helpers.sites.tls import Identity, make_workshop_ca
+from tutorial_helpers.sites.worker import SiteWorker
+from tutorial_helpers.worker_process import ping_channel
 
 
 def make(*args, check=True):
@@ -34,6 +33,7 @@ def certificate(folder) -> x509.Certificate:
     return x509.load_pem_x509_certificate((folder / "cert.pem").read_bytes())
 
 
+@pytest.mark.process
 def test_the_workshop_ca_command_makes_one_folder_per_holder_and_overwrites_nothing(tmp_path):
     made = make(tmp_path / "ws", "clinic", "hospital", "--address", "clinic=10.77.0.2", "--address",
                 "clinic=clinic.example.org")
@@ -99,11 +99,12 @@ def client_certificate(ws, name: str, folder):
 
 def refused(channel) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
-        _ping(channel, 5)
+        ping_channel(channel, 5)
     channel.close()
     return caught.value
 
 
+@pytest.mark.process
 def test_over_mutual_tls_a_round_trains_as_without_and_only_the_controller_reaches_a_site(sites, tmp_path):  # noqa: F811
     ids, catalogue, roots, folders = sites
     ws = make_workshop_ca(tmp_path / "ws", list(catalogue))
@@ -120,7 +121,7 @@ def test_over_mutual_tls_a_round_trains_as_without_and_only_the_controller_reach
         pids = [worker.pid for worker in ctx.workers]
 
         # The positive control: the controller's own certificate, expecting the clinic, is served.
-        _ping(Identity(ws / "controller").secure_channel(clinic, "clinic"), 5)
+        ping_channel(Identity(ws / "controller").secure_channel(clinic, "clinic"), 5)
         # A controller without TLS, or with a certificate from another authority: no TLS session at all.
         assert "Socket closed" in refused(grpc.insecure_channel(clinic)).details()
         assert "handshake failed" in refused(Identity(other / "controller").secure_channel(clinic, "clinic")).details()
@@ -153,16 +154,17 @@ def test_over_mutual_tls_a_round_trains_as_without_and_only_the_controller_reach
     assert unauthenticated["call"] == "GetExecutor" and "'intruder'" in unauthenticated["detail"]
 
 
+@pytest.mark.process
 def test_a_site_whose_certificate_the_controller_does_not_trust_is_refused_at_once(sites, tmp_path):  # noqa: F811
     _, _, roots, folders = sites
     ws = make_workshop_ca(tmp_path / "ws", ["clinic"])
     impostor = make_workshop_ca(tmp_path / "impostor", ["clinic"])
     before = set(worker_pids())
     with pytest.raises(ConnectionError, match=r"was not reached over TLS: .*certificate signature failure"):
-        WorkerProcess(cwd=roots["clinic"], gatekeeper=Gatekeeper(folders["clinic"], "clinic", tls=impostor / "clinic"),
+        SiteWorker(Gatekeeper(folders["clinic"], "clinic", tls=impostor / "clinic"), cwd=roots["clinic"],
                       tls=ws / "controller")
     with pytest.raises(ValueError, match="give both or neither"):
-        WorkerProcess(gatekeeper=Gatekeeper(folders["clinic"], "clinic", tls=ws / "clinic"))
+        SiteWorker(Gatekeeper(folders["clinic"], "clinic", tls=ws / "clinic"))
     with pytest.raises(ValueError, match="pass tls= .* too"):
         create_site_context(roots=roots, gatekeepers={s: Gatekeeper(f, tls=ws / "clinic") for s, f in folders.items()})
     with pytest.raises(ValueError, match=r"needs a gatekeeper for every site .*\['hospital', 'practice'\]"):

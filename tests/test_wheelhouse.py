@@ -78,6 +78,7 @@ def fake_file(name: str, version: str) -> str:
 # scripts/wheelhouse: arguments
 
 
+@pytest.mark.install
 @pytest.mark.parametrize("args", [(), ("a", "b"), ("",)])
 def test_wheelhouse_wants_exactly_one_folder(kit, args):
     result = run(kit / "scripts" / "wheelhouse", *args, cwd=kit)
@@ -86,12 +87,14 @@ def test_wheelhouse_wants_exactly_one_folder(kit, args):
     assert "give exactly one folder" in result.stderr
 
 
+@pytest.mark.install
 def test_wheelhouse_names_an_unknown_option(kit):
     result = run(kit / "scripts" / "wheelhouse", "--dest", cwd=kit)
     assert result.returncode == 2
     assert "unknown option '--dest'" in result.stderr
 
 
+@pytest.mark.install
 def test_wheelhouse_help_describes_it(kit):
     result = run(kit / "scripts" / "wheelhouse", "--help", cwd=kit)
     assert result.returncode == 0
@@ -99,6 +102,7 @@ def test_wheelhouse_help_describes_it(kit):
     assert "KIT_WHEELHOUSE=" in result.stdout
 
 
+@pytest.mark.install
 def test_wheelhouse_refuses_a_file_as_folder(kit, tmp_path):
     target = tmp_path / "not-a-folder"
     target.write_text("")
@@ -107,6 +111,7 @@ def test_wheelhouse_refuses_a_file_as_folder(kit, tmp_path):
     assert f"{target} exists and is not a folder" in result.stderr
 
 
+@pytest.mark.install
 def test_wheelhouse_names_a_missing_lock(kit, tmp_path):
     result = run(kit / "scripts" / "wheelhouse", tmp_path / "wh", cwd=tmp_path, env={"LOCK": "nope.txt"})
     assert result.returncode == 2
@@ -114,6 +119,7 @@ def test_wheelhouse_names_a_missing_lock(kit, tmp_path):
     assert not (tmp_path / "wh").exists()
 
 
+@pytest.mark.install
 def test_wheelhouse_refuses_a_lock_without_pins(kit, tmp_path):
     (tmp_path / "empty.txt").write_text("# nothing pinned\n")
     result = run(kit / "scripts" / "wheelhouse", tmp_path / "wh", cwd=tmp_path, env={"LOCK": "empty.txt"})
@@ -143,6 +149,7 @@ def fake_lock(tmp_path) -> tuple[Path, Path]:
     return lock, folder
 
 
+@pytest.mark.install
 def test_wheelhouse_keeps_what_the_folder_holds_and_downloads_nothing(kit, tmp_path):
     lock, folder = fake_lock(tmp_path)
     (folder / "other-0.1-py3-none-any.whl").write_bytes(b"left alone")
@@ -153,6 +160,7 @@ def test_wheelhouse_keeps_what_the_folder_holds_and_downloads_nothing(kit, tmp_p
     assert (folder / "other-0.1-py3-none-any.whl").read_bytes() == b"left alone"
 
 
+@pytest.mark.install
 @pytest.mark.parametrize("problem", ["another platform", "a bad hash"])
 def test_wheelhouse_does_not_count_a_wrong_file(kit, tmp_path, problem):
     lock, folder = fake_lock(tmp_path)
@@ -172,6 +180,7 @@ def test_wheelhouse_does_not_count_a_wrong_file(kit, tmp_path, problem):
 # scripts/setup with KIT_WHEELHOUSE: stops before it touches .venv
 
 
+@pytest.mark.install
 def test_setup_names_a_wheelhouse_that_does_not_exist(kit, broken_venv):
     before = snapshot(broken_venv)
     result = run(kit / "scripts" / "setup", cwd=kit, env={"KIT_WHEELHOUSE": "/nonexistent/wheelhouse"})
@@ -181,6 +190,7 @@ def test_setup_names_a_wheelhouse_that_does_not_exist(kit, broken_venv):
     assert snapshot(broken_venv) == before
 
 
+@pytest.mark.install
 def test_setup_refuses_an_empty_variable(kit, broken_venv):
     before = snapshot(broken_venv)
     result = run(kit / "scripts" / "setup", cwd=kit, env={"KIT_WHEELHOUSE": ""})
@@ -189,12 +199,14 @@ def test_setup_refuses_an_empty_variable(kit, broken_venv):
     assert snapshot(broken_venv) == before
 
 
+@pytest.mark.install
 def test_setup_takes_a_relative_wheelhouse_from_the_kit_folder(kit, broken_venv, tmp_path):
     result = run(kit / "scripts" / "setup", cwd=tmp_path, env={"KIT_WHEELHOUSE": "usb/wheelhouse"})
     assert result.returncode == 2
     assert f"({kit / 'usb' / 'wheelhouse'})" in result.stderr
 
 
+@pytest.mark.install
 def test_setup_names_what_an_empty_wheelhouse_lacks(kit, broken_venv, tmp_path):
     before = snapshot(broken_venv)
     folder = tmp_path / "empty"
@@ -207,6 +219,7 @@ def test_setup_names_what_an_empty_wheelhouse_lacks(kit, broken_venv, tmp_path):
     assert snapshot(broken_venv) == before
 
 
+@pytest.mark.install
 def test_setup_names_the_one_package_a_wheelhouse_lacks(kit, broken_venv, tmp_path):
     before = snapshot(broken_venv)
     folder = tmp_path / "almost"
@@ -221,6 +234,7 @@ def test_setup_names_the_one_package_a_wheelhouse_lacks(kit, broken_venv, tmp_pa
     assert snapshot(broken_venv) == before
 
 
+@pytest.mark.install
 def test_setup_with_an_up_to_date_venv_needs_no_wheelhouse(kit):
     # As before the variable existed: a .venv that matches the lock is left as it is.
     python = kit / ".venv" / "bin" / "python"
@@ -245,7 +259,7 @@ prompt-toolkit psutil ptyprocess pure-eval pygments python-dateutil pyzmq setupt
 stack-data tornado traitlets typing-extensions tzdata uv wcwidth wheel jax""".split()
 
 
-@pytest.mark.slow
+@pytest.mark.install
 def test_a_real_wheelhouse_installs_with_no_network(kit, tmp_path):
     """About 40 s: downloads about 35 MB from the package registry, then installs offline."""
     small = tmp_path / "small-lock.txt"

@@ -23,7 +23,8 @@ import tensorflow_federated as tff
 
 from tutorial_helpers import data as kit_data
 from tutorial_helpers.runtime.contexts import CONTEXT_ARGS, ClosableContext, executor_factory
-from tutorial_helpers.worker_process import RemoteWorker, Worker, WorkerProcess
+from tutorial_helpers.runtime.workers import Worker
+from tutorial_helpers.worker_process import RemoteWorker, WorkerProcess
 
 
 def worker_side_process(

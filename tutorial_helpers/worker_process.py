@@ -1,8 +1,9 @@
 """TFF workers: a `worker_binary` process whose whole life the kit controls, or one elsewhere.
 
 `WorkerProcess` starts and stops a local worker; `RemoteWorker` connects to
-one that runs on another host. Both are a `Worker`, what the kit's contexts
-(`tutorial_helpers.runtime.contexts`) need of one.
+one that runs on another host. Both are a `Worker` (`runtime.workers`), what
+the kit's contexts need of one. This module knows nothing of sites: a site's
+worker, behind its gatekeeper, is `tutorial_helpers.sites.worker.SiteWorker`.
 
 TFF's C++ runtime is a gRPC service, `worker_binary`, shipped inside the
 `tensorflow-federated` wheel. The same binary is TFF's distributed engine: a
@@ -31,37 +32,25 @@ reach that port too.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import time
-from typing import TYPE_CHECKING, Protocol
 
 import grpc
 import portpicker
 import tensorflow_federated as tff
 
-from tutorial_helpers.runtime.processes import (
-    ManagedProcess,
-    network_addresses,
-    private_network_status,
-    uncontained_policy,
-    warn_uncontained,
+from tutorial_helpers.runtime.accounts import resolve_user
+from tutorial_helpers.runtime.processes import ManagedProcess, decide_containment
+from tutorial_helpers.runtime.workers import (
+    CONTAINED_PORT,
+    GRPC_OPTIONS,
+    MessageRecorder,
+    Worker,
+    worker_binary_path,
 )
 
-if TYPE_CHECKING:  # For the annotation only: the gatekeeper module is imported when one is used.
-    from tutorial_helpers.gatekeeper import Gatekeeper
-
-# The port a contained worker listens on: any will do, the namespace is its own.
-_CONTAINED_PORT = 8000
-# The port its gatekeeper listens on, in the same namespace, when it has one.
-_GATEKEEPER_PORT = 8001
-
-_GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
-_GRPC_OPTIONS = [
-    ("grpc.max_message_length", _GRPC_MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", _GRPC_MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE_BYTES),
-]
+__all__ = ["CountingStub", "RemoteWorker", "Worker", "WorkerProcess", "ping", "ping_channel",
+           "worker_binary_path"]
 
 
 class _CallDetails(collections.namedtuple(
@@ -118,28 +107,29 @@ def ping(worker: Worker, timeout: float = 2.0) -> None:
     if isinstance(worker, WorkerProcess):
         worker.check_alive()  # A process that ended says why; a call would only say it was refused.
     if not isinstance(worker, RemoteWorker):
-        _ping(worker.channel, timeout, getattr(worker, "audit", None), wait_for_ready=True)
+        ping_channel(worker.channel, timeout, getattr(worker, "audit", None), wait_for_ready=True)
         return
     # A new channel connects at once; the worker's own may wait out gRPC's backoff after failures.
     channel = worker.new_channel()
     try:
-        _ping(channel, timeout, worker.audit, wait_for_ready=True)
+        ping_channel(channel, timeout, worker.audit, wait_for_ready=True)
     finally:
         channel.close()
 
 
-def _ping(channel: grpc.Channel, timeout: float, audit: ChannelAudit | None = None,
-          wait_for_ready: bool = False) -> None:
+def ping_channel(channel: grpc.Channel, timeout: float, recorder: MessageRecorder | None = None,
+                 wait_for_ready: bool = False) -> None:
+    """`ping` on a channel: GetExecutor, then DisposeExecutor, each within `timeout` s; raises grpc.RpcError."""
     from tensorflow_federated.proto.v0 import computation_pb2, executor_pb2, executor_pb2_grpc
 
     stub = executor_pb2_grpc.ExecutorGroupStub(channel)
 
     def call(method: str, name: str, request):
-        if audit is not None:
-            audit.record("sent", name, request)
+        if recorder is not None:
+            recorder.record("sent", name, request)
         response = getattr(stub, method)(request, timeout=timeout, wait_for_ready=wait_for_ready)
-        if audit is not None:
-            audit.record("received", name, response)
+        if recorder is not None:
+            recorder.record("received", name, response)
         return response
 
     clients = executor_pb2.Cardinality(placement=computation_pb2.Placement(uri=tff.CLIENTS.uri), cardinality=1)
@@ -147,27 +137,13 @@ def _ping(channel: grpc.Channel, timeout: float, audit: ChannelAudit | None = No
     call("DisposeExecutor", "dispose_executor", executor_pb2.DisposeExecutorRequest(executor=executor.executor))
 
 
-def worker_binary_path() -> str:
-    """Returns the path of the `worker_binary` inside the installed TFF wheel."""
-    import tensorflow_federated as tff
-
-    path = os.path.join(os.path.dirname(tff.__file__), "data", "worker_binary")
-    if not os.path.isfile(path):
-        raise RuntimeError(
-            f"TFF's C++ worker was not found at {path}. It ships inside the "
-            "tensorflow-federated wheel (Linux x86-64 only for TFF 0.87); reinstall the kit's "
-            "environment (see README.md)."
-        )
-    return path
-
-
-def _close_channel(channel: grpc.Channel) -> None:
+def close_channel(channel: grpc.Channel) -> None:
     """Closes `channel` after its connectivity-polling thread has stopped.
 
     Closing while grpc's poller is inside a 0.2 s watch makes that thread
     raise "Channel closed!"; without subscribers it exits on its next turn.
     """
-    state = getattr(channel, "_connectivity_state", None)
+    state = getattr(channel, "_connectivity_state", None)  # grpc keeps its poller's state here; no public API.
     if state is not None:
         with state.lock:
             callbacks = [callback for callback, _ in state.callbacks_and_connectivities]
@@ -179,62 +155,16 @@ def _close_channel(channel: grpc.Channel) -> None:
     channel.close()
 
 
-@dataclasses.dataclass
-class ChannelAudit:
-    """Every gRPC message between the controller and one worker: bytes each way, and what it carries.
-
-    Each message is searched, in both directions, for each of `canaries`
-    (byte strings that mark a site's records, `sites.write_site`) and each of
-    `probes` (short runs of a site's raw example bytes, `sites.example_probes`,
-    which find examples shipped without their canary, as preprocessed tensors
-    for instance). A hit is recorded in `found` as (direction, method, mark).
-    `bytes_sent` and `bytes_received` are the serialized sizes of the
-    requests and answers, `calls` the number of requests.
-    """
-
-    canaries: tuple[bytes, ...] = ()
-    probes: tuple[bytes, ...] = ()
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    calls: int = 0
-    found: list[tuple[str, str, bytes]] = dataclasses.field(default_factory=list)
-
-    def __post_init__(self):
-        marks = (*self.canaries, *self.probes)
-        if any(len(mark) < 8 for mark in marks):
-            raise ValueError("Every canary and probe must be at least 8 bytes long: a shorter one would be "
-                             "found by chance in the model's own numbers.")
-        self._canaries = frozenset(self.canaries)
-
-    def record(self, direction: str, method: str, message) -> None:
-        data = message.SerializeToString()
-        if direction == "sent":
-            self.calls += 1
-            self.bytes_sent += len(data)
-        else:
-            self.bytes_received += len(data)
-        self.found += [(direction, method, mark) for mark in (*self.canaries, *self.probes) if mark in data]
-
-    @property
-    def canary_hits(self) -> int:
-        """Messages (counted once per canary found in them) that carried a canary."""
-        return sum(1 for _, _, mark in self.found if mark in self._canaries)
-
-    @property
-    def example_hits(self) -> int:
-        """Messages (counted once per probe found in them) that carried raw example bytes."""
-        return len(self.found) - self.canary_hits
-
-
-class _CountingStub:
+class CountingStub:
     """TFF's gRPC stub, counting the bytes of client-placed values sent to the worker.
 
-    With a `ChannelAudit`, every call's request and answer are also recorded there.
+    With a `recorder` (a site's `ChannelAudit`, for instance), every call's
+    request and answer are also recorded there.
     """
 
-    def __init__(self, stub, audit: ChannelAudit | None = None):
+    def __init__(self, stub, recorder: MessageRecorder | None = None):
         self._stub = stub
-        self.audit = audit
+        self.audit = recorder
         self.client_value_bytes = 0
 
     def _call(self, method: str, request):
@@ -258,55 +188,18 @@ class _CountingStub:
         return lambda request: self._call(name, request)
 
 
-class Worker(Protocol):
-    """What the kit's contexts need of a TFF worker, local (`WorkerProcess`) or remote (`RemoteWorker`)."""
-
-    address: str
-    stub: _CountingStub  # TFF's gRPC stub, counting the client-placed bytes sent.
-    channel: grpc.Channel  # The channel under `stub`, without its deadline.
-
-    def check_alive(self) -> None:
-        """Returns if the worker can take calls; raises an error that says why not otherwise."""
-
-    @property
-    def client_value_bytes(self) -> int:
-        """Bytes of CLIENTS-placed values sent to this worker so far."""
-
-    def stop(self) -> None:
-        """Stops the worker if the kit started it; disconnects from it either way."""
-
-
-def _credentials(user: str, private_network: bool | None) -> tuple[int, int]:
-    """(uid, gid) of the account `user`, checked to be usable for a worker."""
-    import pwd
-
-    if os.geteuid() != 0:
-        raise PermissionError(f"user={user!r}: only root can start a worker as another user. "
-                              "Leave user=None to run it as yourself.")
-    if private_network is False:
-        raise ValueError(f"user={user!r} needs a contained worker: pass private_network=None or True.")
-    try:
-        account = pwd.getpwnam(user)
-    except KeyError:
-        raise LookupError(f"user={user!r}: no such user on this machine. Create it first "
-                          f"(useradd --system {user}).") from None
-    if account.pw_uid == 0:
-        raise ValueError(f"user={user!r} is root: a site's worker must run as a user of its own.")
-    return account.pw_uid, account.pw_gid
-
-
 class _Connected:
     """What a `Worker` offers through its channel and stub (set by the subclass)."""
 
     _channel: grpc.Channel
-    stub: _CountingStub
+    stub: CountingStub
 
     @property
     def channel(self) -> grpc.Channel:
         return self._channel
 
     @property
-    def audit(self) -> ChannelAudit | None:
+    def audit(self) -> MessageRecorder | None:
         return self.stub.audit
 
     @property
@@ -330,121 +223,97 @@ class WorkerProcess(_Connected, ManagedProcess):
         workers do, None (the default) to contain it where possible; where
         not, it runs uncontained (with a warning, once) only inside the kit's
         container or on a machine with no address but loopback, and is
-        otherwise refused with a RuntimeError that says what to do.
+        otherwise refused with a RuntimeError that says what to do
+        (`runtime.processes.decide_containment`).
       cwd: the worker's working directory, against which relative paths in
         the computations it runs resolve (a site's data root,
         `tutorial_helpers.sites`); by default this process's.
-      audit: a `ChannelAudit` that records every message to and from the
-        worker (its bytes, and the canaries it holds); by default none.
+      audit: what records every message to and from the worker (a site's
+        `tutorial_helpers.sites.audit.ChannelAudit`); by default nothing.
       call_timeout: seconds each call to the worker may take (a round's
         `compute` included) before it fails with DEADLINE_EXCEEDED; None
         (the default) for no limit.
       user: the name of a user account to run the worker as (a site's own
         user, owner of its data root `cwd`); root only, and the worker must
         be contained. By default the worker runs as this process's user.
-      gatekeeper: a `tutorial_helpers.gatekeeper.Gatekeeper` to put in front
-        of the worker, in its private network: the site's approval list, its
-        limit on answers, its audit log. The worker must be contained. With
-        `user`, the gatekeeper runs as this process's user and the worker as
-        `user`, so the worker cannot change the gatekeeper's files.
-      tls: with a gatekeeper that speaks mutual TLS (`Gatekeeper(tls=...)`),
-        the controller's folder from `python -m tutorial_helpers.tls make`:
-        its certificate, and the authority the site's must come from.
+
+    A site's worker behind its gatekeeper is a `sites.worker.SiteWorker`.
     """
+
+    description = "TFF worker"
 
     def __init__(self, *, max_concurrent_computation_calls: int = -1, startup_timeout: float = 60.0,
                  private_network: bool | None = None, cwd: str | os.PathLike | None = None,
-                 audit: ChannelAudit | None = None, user: str | None = None, gatekeeper: Gatekeeper | None = None,
-                 call_timeout: float | None = None, tls: str | os.PathLike | None = None):
+                 audit: MessageRecorder | None = None, user: str | None = None,
+                 call_timeout: float | None = None):
         _check_timeout(call_timeout)
-        if (tls is None) != (gatekeeper is None or gatekeeper.tls is None):
-            raise ValueError("tls= (the controller's certificate folder) goes with a gatekeeper that speaks TLS "
-                             "(Gatekeeper(tls=...)): give both or neither.")
-        credentials = None if user is None else _credentials(user, private_network)
-        if gatekeeper is not None and private_network is False:
-            raise ValueError(f"A gatekeeper (site {gatekeeper.site!r}) needs a contained worker: pass "
-                             "private_network=None or True.")
-        possible, reason = private_network_status() if private_network is not False else (False, "")
-        if gatekeeper is not None and not possible:
-            raise RuntimeError(f"A gatekeeper (site {gatekeeper.site!r}) needs a private network for the worker, "
-                               f"which this system does not allow: {reason}. Without one, the worker's own port "
-                               "would be open beside the gatekeeper's. Start the site without a gatekeeper.")
-        if credentials is not None and not possible:
-            raise RuntimeError(f"user={user!r} needs a private network for the worker, which this system does "
-                               f"not allow: {reason}. Run the sites as this process's user (user=None).")
-        if private_network and not possible:
-            raise RuntimeError(
-                f"private_network=True, but this system does not allow a private network "
-                f"namespace: {reason}. Pass private_network=None to run the worker uncontained."
-            )
-        if private_network is None and not possible:
-            allowed, message = uncontained_policy(
-                reason, in_container="KIT_CONTAINER" in os.environ, addresses=network_addresses())
-            if not allowed:
-                raise RuntimeError(message)
-            warn_uncontained(message)
-        self.contained = possible
-        self.port = _CONTAINED_PORT if possible else portpicker.pick_unused_port()
-        args = [
-            worker_binary_path(),
-            f"--port={self.port}",
-            f"--max_concurrent_computation_calls={max_concurrent_computation_calls}",
-        ]
-        self.gatekeeper = gatekeeper
+        self._check_arguments(private_network)
+        if user is not None and private_network is False:
+            raise ValueError(f"user={user!r} needs a contained worker: pass private_network=None or True.")
+        credentials = None if user is None else resolve_user(user)
+        self.contained = decide_containment(private_network, **self._containment_needs(user))
+        self.port = CONTAINED_PORT if self.contained else portpicker.pick_unused_port()
         self.call_timeout = call_timeout
-        self.tls = tls
-        inner_port = self.port
-        if gatekeeper is not None:
-            args = gatekeeper.command(args, worker_port=self.port, port=_GATEKEEPER_PORT, worker_user=credentials)
-            inner_port = _GATEKEEPER_PORT
-        super().__init__(args, description="TFF worker" if gatekeeper is None else f"site {gatekeeper.site!r}",
-                         private_network=possible, inner_port=inner_port, cwd=cwd,
-                         user=None if gatekeeper is not None else credentials,
-                         netns_only=gatekeeper is not None and credentials is not None)
         self.user = user
-        self.address = f"unix:{self.socket_path}" if possible else f"127.0.0.1:{self.port}"
+        args = [worker_binary_path(), f"--port={self.port}",
+                f"--max_concurrent_computation_calls={max_concurrent_computation_calls}"]
+        command, inner_port, run_as, netns_only = self._wrap(args, credentials)
+        super().__init__(command, description=self.description, private_network=self.contained,
+                         inner_port=inner_port, cwd=cwd, user=run_as, netns_only=netns_only)
+        self.address = f"unix:{self.socket_path}" if self.contained else f"127.0.0.1:{self.port}"
         try:
-            self._wait_until_ready(startup_timeout)
+            self._channel = self._connect(startup_timeout)
         except BaseException:
             self.stop()
             raise
-        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(_with_deadline(self._channel, call_timeout)),
-                                  audit)
+        self.stub = CountingStub(tff.framework.RemoteExecutorGrpcStub(_with_deadline(self._channel, call_timeout)),
+                                 audit)
 
-    def _wait_until_ready(self, timeout: float) -> None:
+    # What a subclass (a site's worker) changes: what it requires, what runs, how it is reached.
+
+    def _check_arguments(self, private_network: bool | None) -> None:
+        """Raises for arguments that do not go together; called first, before anything starts."""
+
+    def _containment_needs(self, user: str | None) -> dict:
+        """`decide_containment`'s `needed_by` and `way_out`, if something here needs a private network."""
+        if user is None:
+            return {}
+        return {"needed_by": f"user={user!r}", "way_out": "Run the sites as this process's user (user=None)."}
+
+    def _wrap(self, args: list[str], credentials: tuple[int, int] | None):
+        """(command, the port it listens on, the (uid, gid) the launcher runs it as, netns_only)."""
+        return args, self.port, credentials, False
+
+    def _connect(self, timeout: float) -> grpc.Channel:
+        """A channel to the worker once it answers; raises (with its log) if it does not within `timeout` s."""
         deadline = time.monotonic() + timeout
         # The launcher makes the socket once the worker listens; connecting
         # earlier would put gRPC into its reconnect backoff (1 s and more).
         if self.contained:
-            self._wait(lambda: os.path.exists(self.socket_path), timeout, "start", interval=0.02)
-        if self.tls is not None:  # The gatekeeper listens once the socket is there; one call says if TLS works.
-            from tutorial_helpers.tls import Identity
-
-            self._channel = Identity(self.tls).secure_channel(self.address, self.gatekeeper.site, _GRPC_OPTIONS)
-            try:
-                _ping(self._channel, max(1.0, deadline - time.monotonic()))
-                return
-            except grpc.RpcError as e:
-                raise ConnectionError(f"{self} was not reached over TLS: {e.details()}") from None
-        self._channel = grpc.insecure_channel(self.address, _GRPC_OPTIONS)
-        ready = grpc.channel_ready_future(self._channel)
+            self.wait_until(lambda: os.path.exists(self.socket_path), timeout, "start", interval=0.02)
+        channel = grpc.insecure_channel(self.address, GRPC_OPTIONS)
+        ready = grpc.channel_ready_future(channel)
         while True:
             try:
                 self.check_alive()
                 ready.result(timeout=0.5)
-                return
+                return channel
             except grpc.FutureTimeoutError:
                 if time.monotonic() > deadline:
                     ready.cancel()
+                    channel.close()
                     raise TimeoutError(
                         f"{self} did not answer on {self.address} within {timeout:.0f} s. "
                         f"Its log ends with:\n{self.log_tail()}"
                     ) from None
+            except BaseException:
+                channel.close()
+                raise
 
     def stop(self) -> None:
         try:
             if self._finalizer.alive and hasattr(self, "_channel"):
-                _close_channel(self._channel)
+                close_channel(self._channel)
         finally:
             super().stop()
 
@@ -453,54 +322,45 @@ class WorkerProcess(_Connected, ManagedProcess):
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
-        return f"WorkerProcess(pid={self.pid}, address={self.address!r}, {state})"
+        return f"{type(self).__name__}(pid={self.pid}, address={self.address!r}, {state})"
 
 
 class RemoteWorker(_Connected):
-    """A TFF worker started elsewhere: `worker_binary --port=N`, or a site (`tutorial_helpers.site_server`).
+    """A TFF worker started elsewhere, `worker_binary --port=N`; a site elsewhere is a `sites.worker.RemoteSite`.
 
     Args:
       address: host:port (or unix:PATH) where it listens.
       connect_timeout: seconds to wait for it to answer.
-      site, tls: a site's name and the controller's folder from `python -m
-        tutorial_helpers.tls make`: the connection is then mutual TLS, and
-        only a certificate from the same authority that names `site` is
-        accepted (so another site, or anybody else at that address, is not).
       call_timeout: seconds each call may take (a site's whole part of a
         round is one call) before it fails, so that a machine that went
         silent does not hold the caller forever; None for no limit.
-      audit: a `ChannelAudit` that records every message to and from it.
+      audit: what records every message to and from it (a `ChannelAudit`).
     """
 
-    def __init__(self, address: str, connect_timeout: float = 10.0, *, site: str | None = None,
-                 tls: str | os.PathLike | None = None, call_timeout: float | None = 300.0,
-                 audit: ChannelAudit | None = None):
+    def __init__(self, address: str, connect_timeout: float = 10.0, *, call_timeout: float | None = 300.0,
+                 audit: MessageRecorder | None = None):
         _check_timeout(call_timeout)
-        if tls is not None and site is None:
-            raise ValueError("tls= needs site=: the name the site's certificate must carry.")
         self.address = address
-        self.site = site
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
-        self.tls = tls
         self._channel = self.new_channel()
-        self.stub = _CountingStub(tff.framework.RemoteExecutorGrpcStub(_with_deadline(self._channel, call_timeout)),
-                                  audit)
+        self.stub = CountingStub(tff.framework.RemoteExecutorGrpcStub(_with_deadline(self._channel, call_timeout)),
+                                 audit)
         try:
             self.check_alive()
         except BaseException:
-            _close_channel(self._channel)
+            close_channel(self._channel)
             raise
 
     def new_channel(self) -> grpc.Channel:
-        """A channel to the worker, with its TLS if any (the caller closes it)."""
-        # A site that comes back is found within 2 s (gRPC's own backoff grows to 2 minutes).
-        options = [*_GRPC_OPTIONS, ("grpc.max_reconnect_backoff_ms", 2000)]
-        if self.tls is None:
-            return grpc.insecure_channel(self.address, options)
-        from tutorial_helpers.tls import Identity
+        """A new channel to the worker (the caller closes it)."""
+        # A worker that comes back is found within 2 s (gRPC's own backoff grows to 2 minutes).
+        return grpc.insecure_channel(self.address, [*GRPC_OPTIONS, ("grpc.max_reconnect_backoff_ms", 2000)])
 
-        return Identity(self.tls).secure_channel(self.address, self.site, options)
+    def _unreachable(self, why: str) -> ConnectionError:
+        return ConnectionError(
+            f"No TFF worker answers at {self.address} (waited {self.connect_timeout:g} s){why}. Start one there "
+            "(`worker_binary --port=<port>`), reachable from this machine.")
 
     def check_alive(self) -> None:
         ready = grpc.channel_ready_future(self._channel)
@@ -509,22 +369,15 @@ class RemoteWorker(_Connected):
         except grpc.FutureTimeoutError:
             ready.cancel()
             try:  # A call says why (refused, a certificate not accepted); waiting does not.
-                _ping(self._channel, 1.0)
+                ping_channel(self._channel, 1.0)
                 why = ""
             except grpc.RpcError as e:
                 why = f": {e.details()}"
-            what = "No TFF worker answers" if self.site is None else f"Site {self.site!r} does not answer"
-            raise ConnectionError(
-                f"{what} at {self.address} (waited {self.connect_timeout:g} s){why}. Start one there "
-                "(`python -m tutorial_helpers.site_server`, or `worker_binary --port=<port>`), reachable from "
-                "this machine" + ("" if self.tls is None else ", with a certificate from the same workshop CA")
-                + "."
-            ) from None
+            raise self._unreachable(why) from None
 
     def stop(self) -> None:
         """Disconnects; the remote worker keeps running (it is not ours to stop)."""
-        _close_channel(self._channel)
+        close_channel(self._channel)
 
     def __str__(self) -> str:
-        return (f"remote TFF worker at {self.address}" if self.site is None else
-                f"site {self.site!r} at {self.address}" + (", mutual TLS" if self.tls else ""))
+        return f"remote TFF worker at {self.address}"

@@ -1,5 +1,5 @@
 # Exercise 08: would a site's gatekeeper let this computation run?
-# Uses from the notebook: fingerprint, read_approvals, site_part (tutorial_helpers.gatekeeper).
+# Uses from the notebook: fingerprint, read_approvals, site_part (tutorial_helpers.sites.gatekeeper).
 
 
 def would_run(folder, computation):

@@ -15,14 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import tensorflow_federated as tff
 
 from tutorial_helpers.runtime.tff_private import AsyncThreadRunner, Executor
-
-if TYPE_CHECKING:  # For the annotation only: runtime/ does not import the layer above it.
-    from tutorial_helpers.worker_process import Worker
+from tutorial_helpers.runtime.workers import Worker
 
 __all__ = ["CONTEXT_ARGS", "ClosableContext", "executor_factory"]
 
@@ -73,7 +70,7 @@ async def _cancel_the_rest_and_stop() -> None:
 class ClosableContext:
     """What the kit's contexts add to TFF's: `close()`, and use in a `with` block.
 
-    Subclasses set `self.workers` (what `close()` stops) before use.
+    Subclasses give `workers` (what `close()` stops), an attribute or a property.
     """
 
     workers: list

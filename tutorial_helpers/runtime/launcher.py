@@ -16,10 +16,13 @@ This small program, using only the standard library:
    new network namespace (no user namespace, which would map root only), with
    no supplementary groups. ``--netns-only`` (root only) makes the same
    namespace but runs COMMAND as root, for a COMMAND that starts its own
-   child as another user (a site's gatekeeper, `tutorial_helpers.gatekeeper`). The launcher opens COMMAND's file first and runs
-   it from that open file, so the user needs no access to the folders it is
-   in; it does need access to its working directory (a site's data root,
-   which that user owns).
+   child as another user (a site's gatekeeper, `tutorial_helpers.sites.gatekeeper`).
+   The launcher opens COMMAND's file first and runs it from that open file,
+   so the user needs no access to the folders it is in; it does need access
+   to its working directory (a site's data root, which that user owns).
+4. when its parent died (a kernel killed by SIGKILL), it stops COMMAND and
+   removes the parent's temporary folders and logs (`remove_orphans`): a
+   site's raw examples do not wait in /tmp for the kit's next process.
 
 TFF's `worker_binary` listens on every interface (``[::]:PORT``) and has no
 flag to change that, nor any authentication. Inside its own namespace, "every
@@ -50,6 +53,8 @@ import sys
 import time
 
 _PR_SET_PDEATHSIG = 1
+# What a contained command's launcher receives when the kit's process dies (the kit stops it with SIGTERM).
+PARENT_DIED = signal.SIGUSR1
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 _SIOCGIFFLAGS = 0x8913
@@ -103,27 +108,98 @@ def enter_private_network(user_namespace: bool = True) -> None:
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | _IFF_UP))
 
 
-class _CommandEnded(Exception):
-    """The contained command exited before it listened."""
+# Every folder and log file the kit makes in the temporary folder is named
+# tff-kit-<pid of the process that made it>-..., so that once that process is
+# gone (a kernel killed by SIGKILL) anyone of the same user can tell it is an
+# orphan: `remove_orphans`.
+ORPHAN_PREFIX = "tff-kit-"
 
 
-def _wait_for_port(port: int, child: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if child.poll() is not None:
-            raise _CommandEnded
+def remove_orphans() -> list[str]:
+    """Removes this user's kit folders and log files whose owner process is gone; returns their paths.
+
+    Folders and files of running processes, of other users, and without a
+    pid are left alone. Called by the kit whenever it makes such a folder,
+    when `tutorial_helpers.runtime.processes` is imported, and by a launcher
+    whose parent died: so a killed kernel's sites folder, with every site's
+    raw examples, goes as soon as the kernel's workers are stopped.
+    """
+    import glob
+    import shutil
+    import tempfile
+
+    removed = []
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), ORPHAN_PREFIX + "*-*")):
+        owner = os.path.basename(path)[len(ORPHAN_PREFIX):].split("-", 1)[0]
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            info = os.lstat(path)
         except OSError:
-            if time.monotonic() > deadline:
-                print(f"launcher: {child.args[0]} did not listen on port {port} in {timeout:.0f} s",
-                      file=sys.stderr, flush=True)
-                sys.exit(1)
-            time.sleep(0.05)
+            continue
+        if not owner.isdigit() or info.st_uid != os.getuid() or int(owner) == os.getpid():
+            continue
+        if not process_gone(int(owner)):
+            continue
+        # Its maker has ended (or is a zombie, which will never clean up): an orphan.
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+        removed.append(path)
+    return removed
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def process_gone(pid: int) -> bool:
+    """Whether process `pid` has ended: no such process, or a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except FileNotFoundError:
+        return True
+    except OSError:  # No /proc: the signal 0 check, which counts a zombie as alive.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # Alive, another user's.
+            pass
+        return False
+
+
+class CommandEnded(Exception):
+    """The command exited (or was told to stop) before it listened."""
+
+
+def listens(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_for_port(port: int, child: subprocess.Popen, timeout: float, stop=None) -> None:
+    """Returns once `child` listens on 127.0.0.1:`port`.
+
+    Raises `CommandEnded` if `child` exits first, or `stop` (a
+    `threading.Event`) is set; TimeoutError, naming the command, after
+    `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not listens(port):
+        if child.poll() is not None or (stop is not None and stop.is_set()):
+            raise CommandEnded
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{os.path.basename(str(child.args[0]))} did not listen on port {port} in "
+                               f"{timeout:.0f} s")
+        time.sleep(0.05)
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copies what `reader` gives to `writer` until either end closes; then closes `writer`."""
     try:
         while data := await reader.read(1 << 18):
             writer.write(data)
@@ -134,10 +210,53 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def _relay(socket_path: str, port: int, child: subprocess.Popen) -> int | None:
+def stop_on_signals(loop: asyncio.AbstractEventLoop | None = None,
+                    signals=(signal.SIGTERM, signal.SIGHUP, signal.SIGINT)):
+    """An event set by any of `signals`: an `asyncio.Event` with `loop`, a `threading.Event` without."""
+    if loop is not None:
+        event = asyncio.Event()
+        for sig in signals:
+            loop.add_signal_handler(sig, event.set)
+        return event
+    import threading
+
+    event = threading.Event()
+    for sig in signals:
+        signal.signal(sig, lambda *_: event.set())
+    return event
+
+
+async def run_until_stopped(stop: asyncio.Event, running, interval: float = 0.2) -> None:
+    """Returns when `stop` is set or `running()` turns false (a child that ended)."""
+    while not stop.is_set() and running():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass
+
+
+def exit_code_like(code: int | None) -> int:
+    """Ends this process as a child that ended with `code` ended: by the same signal, if a signal ended it.
+
+    So the error of whoever started this process names the signal. Returns
+    the exit code to use otherwise (0 for None: stopped by the kit).
+    """
+    if code is None:
+        return 0
+    if code < 0:
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # These two have no handler to reset.
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code  # Only if that signal does not end a process.
+    return code
+
+
+async def _relay(socket_path: str, port: int, child: subprocess.Popen, parent_died) -> int | None:
     """Relays each connection on `socket_path` to 127.0.0.1:`port` until `child` exits.
 
-    Returns the child's exit code, or None when the launcher was told to stop.
+    Returns the child's exit code, or None when the launcher was told to stop
+    (SIGTERM, SIGHUP) or its parent died (`PARENT_DIED`, which also sets the
+    `parent_died` event).
     """
 
     async def handle(reader, writer):
@@ -146,19 +265,14 @@ async def _relay(socket_path: str, port: int, child: subprocess.Popen) -> int | 
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(loop, (signal.SIGTERM, signal.SIGHUP))
+    loop.add_signal_handler(PARENT_DIED, lambda: (parent_died.set(), stop.set()))
     server = await asyncio.start_unix_server(handle, path=socket_path)
     os.chmod(socket_path, 0o600)
-    while not stop.is_set() and child.poll() is None:
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=0.2)
-        except TimeoutError:
-            pass
+    await run_until_stopped(stop, lambda: child.poll() is None)
     server.close()
     return child.poll()
 
@@ -212,13 +326,21 @@ def stop_command(child: subprocess.Popen, timeout: float = 4) -> None:
 
 def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
                    user: tuple[int, int] | None = None, user_namespace: bool = True) -> int:
+    import threading
+
     enter_private_network(user_namespace=user_namespace and user is None)
-    _die_with(parent)  # Again: a change of credentials may clear the request.
+    # Again (a change of credentials may clear the request), with a signal of its own: the launcher
+    # then knows that its parent died, rather than that the kit stopped it.
+    _die_with(parent, PARENT_DIED)
+    parent_died = threading.Event()
     child = start_command(command, user)
     try:
-        _wait_for_port(port, child, timeout=60)
-        code = asyncio.run(_relay(socket_path, port, child))
-    except _CommandEnded:
+        wait_for_port(port, child, timeout=60)
+        code = asyncio.run(_relay(socket_path, port, child, parent_died))
+    except TimeoutError as e:
+        print(f"launcher: {e}", file=sys.stderr, flush=True)
+        code = 1
+    except CommandEnded:
         code = child.returncode
     finally:
         stop_command(child)
@@ -226,14 +348,12 @@ def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
             os.unlink(socket_path)
         except FileNotFoundError:
             pass
-    if code is None:  # Stopped by the kit.
-        return 0
-    if code < 0:  # End as the command ended, so the kit's error names the signal.
-        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # These two have no handler to reset.
-            signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-        return 128 - code  # Only if that signal does not end a process.
-    return code
+        if parent_died.is_set():  # The kit's process died (a killed kernel): its folders go with it.
+            deadline = time.monotonic() + 5  # Its other threads end a moment after the one that started us.
+            while not process_gone(parent) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            remove_orphans()
+    return exit_code_like(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,6 @@ directory only this user can open (see `tutorial_helpers.runtime.launcher`).
 from __future__ import annotations
 
 import functools
-import glob
 import ipaddress
 import os
 import re
@@ -39,6 +38,9 @@ import weakref
 
 from tutorial_helpers.runtime import launcher
 
+# What a killed kernel left behind (its sites' folders, its logs) goes when the kit is next imported, at the latest.
+launcher.remove_orphans()
+
 
 def _stop(process: subprocess.Popen, log_file, socket_dir: str | None) -> None:
     """Stops `process` and its group (SIGTERM, then SIGKILL after 5 s); cleans up."""
@@ -54,50 +56,20 @@ def _stop(process: subprocess.Popen, log_file, socket_dir: str | None) -> None:
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 
-_SOCKET_DIR_PREFIX = "tff-kit-"
-
-
 def temporary_folder(purpose: str) -> tempfile.TemporaryDirectory:
     """A temporary folder (mode 0700) that is removed even if this process is killed.
 
     Like `tempfile.TemporaryDirectory`, it is removed by `cleanup()`, by its
     `with` block or at interpreter exit. Its name, `tff-kit-<pid>-<purpose>-...`,
     carries this process's pid, so if the process is killed by SIGKILL (a
-    Jupyter kernel killed or restarted), the kit's next temporary folder or
-    contained process removes it (`_remove_orphaned_folders`).
+    Jupyter kernel killed or restarted), it is removed as soon as its workers'
+    launchers are stopped, or else by the kit's next process
+    (`launcher.remove_orphans`).
     """
     if not re.fullmatch(r"[a-z]+", purpose):
         raise ValueError(f"purpose={purpose!r}: use lower-case letters only, such as 'sites'.")
-    _remove_orphaned_folders()
-    return tempfile.TemporaryDirectory(prefix=f"{_SOCKET_DIR_PREFIX}{os.getpid()}-{purpose}-")
-
-
-def _remove_orphaned_folders() -> list[str]:
-    """Removes this user's kit folders whose owner process is gone; returns them.
-
-    A folder (a contained worker's socket folder, a `temporary_folder`) is
-    named `tff-kit-<pid of the process that made it>-<random>`. A process
-    killed by SIGKILL (a Jupyter kernel killed or restarted) cannot remove its
-    folders; the next process that makes one does. Folders of running
-    processes, of other users, and without a pid are left alone.
-    """
-    removed = []
-    for path in glob.glob(os.path.join(tempfile.gettempdir(), _SOCKET_DIR_PREFIX + "*-*")):
-        owner = os.path.basename(path)[len(_SOCKET_DIR_PREFIX):].split("-", 1)[0]
-        try:
-            mine = os.stat(path).st_uid == os.getuid()
-        except OSError:
-            continue
-        if not (owner.isdigit() and mine) or int(owner) == os.getpid():
-            continue
-        try:
-            os.kill(int(owner), 0)
-        except ProcessLookupError:  # Gone: its folder is an orphan.
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-        except PermissionError:  # Alive, another user's.
-            pass
-    return removed
+    launcher.remove_orphans()
+    return tempfile.TemporaryDirectory(prefix=f"{launcher.ORPHAN_PREFIX}{os.getpid()}-{purpose}-")
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
@@ -201,6 +173,40 @@ def warn_uncontained(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def decide_containment(private_network: bool | None, *, needed_by: str | None = None,
+                       way_out: str = "") -> bool:
+    """Whether to contain a worker in a private network: the one place the kit decides it.
+
+    `private_network` is what the caller asked: True requires containment
+    (RuntimeError where the system forbids it), False refuses it, None
+    contains where possible and otherwise runs uncontained only where
+    `uncontained_policy` allows (with a warning, once), refusing with a
+    RuntimeError that says what to do elsewhere. `needed_by` names what
+    cannot work uncontained (a gatekeeper, a worker run as another user):
+    then False is a ValueError and an impossible namespace a RuntimeError
+    that ends with `way_out`. Starts nothing but the probe.
+    """
+    if needed_by is not None and private_network is False:
+        raise ValueError(f"{needed_by} needs a contained worker: pass private_network=None or True.")
+    if private_network is False:
+        return False
+    possible, reason = private_network_status()
+    if possible:
+        return True
+    if needed_by is not None:
+        raise RuntimeError(f"{needed_by} needs a private network for the worker, which this system does not "
+                           f"allow: {reason}. {way_out}".rstrip())
+    if private_network:
+        raise RuntimeError(f"private_network=True, but this system does not allow a private network namespace: "
+                           f"{reason}. Pass private_network=None to run the worker uncontained.")
+    allowed, message = uncontained_policy(reason, in_container="KIT_CONTAINER" in os.environ,
+                                          addresses=network_addresses())
+    if not allowed:
+        raise RuntimeError(message)
+    warn_uncontained(message)
+    return False
+
+
 @functools.cache
 def _warn_no_parent_death_signal() -> None:
     warnings.warn(
@@ -245,17 +251,19 @@ class ManagedProcess:
         command = [sys.executable, "-P", "-m", launcher.__name__, f"--parent={os.getpid()}"]
         socket_dir = None
         if private_network:
-            _remove_orphaned_folders()
+            launcher.remove_orphans()
             # Mode 0700: only this user. The pid lets a later process tell an orphan.
-            socket_dir = tempfile.mkdtemp(prefix=f"{_SOCKET_DIR_PREFIX}{os.getpid()}-")
+            socket_dir = tempfile.mkdtemp(prefix=f"{launcher.ORPHAN_PREFIX}{os.getpid()}-")
             self.socket_path = os.path.join(socket_dir, "socket")
             command += [f"--socket={self.socket_path}", f"--port={inner_port}"]
             if user is not None:
                 command.append(f"--user={user[0]}:{user[1]}")
             if netns_only:
                 command.append("--netns-only")
+        # Named by this process's pid, as the folders are, so that a killed kernel's logs are swept too.
+        name = re.sub(r"[^A-Za-z0-9_]+", "_", description).strip("_") or "process"
         self._log = tempfile.NamedTemporaryFile(  # closed by _stop
-            mode="w+b", prefix=description.replace(" ", "_") + "_", suffix=".log"
+            mode="w+b", prefix=f"{launcher.ORPHAN_PREFIX}{os.getpid()}-log-{name}-", suffix=".log"
         )
         try:
             self._process = subprocess.Popen(
@@ -297,7 +305,7 @@ class ManagedProcess:
                    else f"exited with code {code}")
             raise RuntimeError(f"{self} is not running: it {how}. Its log ends with:\n{self.log_tail()}")
 
-    def _wait(self, ready, timeout: float, what: str, interval: float = 0.1):
+    def wait_until(self, ready, timeout: float, what: str, interval: float = 0.1):
         """Calls `ready()` every `interval` s until it returns something true, and returns that.
 
         Raises RuntimeError (with the log's last lines) if the process exits
@@ -325,7 +333,7 @@ class ManagedProcess:
             except (urllib.error.URLError, OSError):
                 return False
 
-        self._wait(answers, timeout, "answer")
+        self.wait_until(answers, timeout, "answer")
 
     def wait_for_log(self, pattern: str, timeout: float) -> re.Match:
         """Waits until the process has written a line matching `pattern`; returns the match.
@@ -334,7 +342,7 @@ class ManagedProcess:
         first, TimeoutError if `timeout` seconds pass.
         """
         compiled = re.compile(pattern, re.MULTILINE)
-        return self._wait(lambda: compiled.search(self._log_text()), timeout, f"print {pattern!r}")
+        return self.wait_until(lambda: compiled.search(self._log_text()), timeout, f"print {pattern!r}")
 
     def stop(self) -> None:
         """Stops the process and waits for it to exit. Safe to call twice."""

@@ -224,7 +224,8 @@ def set_recording(on: bool, settings_dir: str | os.PathLike | None = None) -> pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tutorial_helpers.workshop.pilot", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tutorial_helpers.workshop.pilot",
+                                     description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("record", help="turn on JupyterLab's Recording timing (for a pilot learner)")
     commands.add_parser("off", help="turn it off again")

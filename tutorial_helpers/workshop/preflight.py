@@ -168,7 +168,8 @@ def jupyterlab_server(timeout: float = 60, notebook_dir: Path | None = None, ext
         server = ManagedProcess(
             [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
              f"--port={port}", "--ServerApp.port_retries=0",  # That port or none: `base` must be right.
-             f"--ServerApp.runtime_dir={runtime}", f"--IdentityProvider.token={token}", str(notebook_dir or ROOT / "notebooks"), *extra_args,
+             f"--ServerApp.runtime_dir={runtime}", f"--IdentityProvider.token={token}",
+             str(notebook_dir or ROOT / "notebooks"), *extra_args,
              *(["--allow-root"] if os.geteuid() == 0 else [])],
             description="JupyterLab",
         )

@@ -1,0 +1,168 @@
+"""A site's data on disk: its root, one file per client, and the catalogue the controller sees.
+
+`write_site` writes each client's raw examples into the site's root
+(`clients/<id>.tfrecord`, every record marked with the site's canary) and
+`catalogue.json` (client ids and example counts, all the controller needs).
+A site's worker runs with its root as working directory, and
+`site_dataset_computation` reads `clients/<id>.tfrecord` by that relative
+path, so each worker opens only its own site's files and the controller
+sends only ids. `build_site_fed_avg` composes it with the tutorial's
+Federated Averaging, with TFF's
+`tff.simulation.compose_dataset_computation_with_learning_process`.
+
+Where the kit runs as root, `write_site(owner=...)` gives a site's root to a
+user account of its own, whose worker (`SiteWorker(user=...)`) alone can
+read it. As one ordinary user, the sites' files are apart by convention only.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tutorial_helpers import data as kit_data
+from tutorial_helpers import model
+
+__all__ = ["CATALOGUE", "CLIENTS_FOLDER", "build_site_fed_avg", "build_site_fed_eval", "client_file",
+           "example_probes", "fed_avg_computations", "read_catalogue", "site_dataset_computation", "write_site"]
+
+CLIENTS_FOLDER = "clients"  # In a site's root; a client's file is clients/<id>.tfrecord.
+CATALOGUE = "catalogue.json"
+
+
+def client_file(client_id: str) -> str:
+    """Where a site keeps a client's examples, relative to its root."""
+    return f"{CLIENTS_FOLDER}/{client_id}.tfrecord"
+
+
+_FEATURES = {"label": tf.io.FixedLenFeature([1], tf.int64), "pixels": tf.io.FixedLenFeature([784], tf.float32)}
+
+
+def write_site(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str],
+               root: str | os.PathLike, *, canary: bytes, owner: str | None = None) -> dict[str, int]:
+    """Writes the raw examples of `client_ids` into a site's `root`; returns each client's count.
+
+    One TFRecord file per client, `clients/<id>.tfrecord`, in the order
+    `client_data` gives the examples; every record also carries `canary`, the
+    site's mark, which the pipeline ignores and an audit of the traffic looks
+    for. `catalogue.json` lists the clients and their counts. The root and its
+    folder are made readable by their owner only (mode 0700); with `owner`
+    (root only), the user account that runs the site's worker, everything is
+    then given to that user, so that other users cannot read the examples.
+    """
+    root = Path(root)
+    folder = root / CLIENTS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (root, folder):
+        path.chmod(0o700)
+    counts = {}
+    for client_id in client_ids:
+        count = 0
+        with tf.io.TFRecordWriter(str(root / client_file(client_id))) as writer:
+            for example in client_data.create_tf_dataset_for_client(client_id).as_numpy_iterator():
+                features = {
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(example["label"])])),
+                    "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=example["pixels"].ravel())),
+                    "canary": tf.train.Feature(bytes_list=tf.train.BytesList(value=[canary])),
+                }
+                writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+                count += 1
+        counts[client_id] = count
+    (root / CATALOGUE).write_text(json.dumps({"clients": counts}, indent=1) + "\n")
+    if owner is not None:
+        import pwd
+
+        account = pwd.getpwnam(owner)
+        for path in (root, folder, root / CATALOGUE, *folder.iterdir()):
+            os.chown(path, account.pw_uid, account.pw_gid)
+        for path in (root / CATALOGUE, *folder.iterdir()):
+            path.chmod(0o600)
+    return counts
+
+
+def read_catalogue(root: str | os.PathLike) -> dict[str, int]:
+    """A site's catalogue: its client ids and how many examples each holds (no example)."""
+    return dict(json.loads((Path(root) / CATALOGUE).read_text())["clients"])
+
+
+def example_probes(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str], *,
+                   per_client: int = 2, floats: int = 16) -> tuple[bytes, ...]:
+    """Short runs of raw example bytes, for an audit to look for in the traffic (`ChannelAudit`).
+
+    For each client, `per_client` of its examples (its first, then evenly
+    spread), and in each the run of `floats` consecutive pixels (as 32-bit
+    little-endian floats, how TensorFlow's tensors and `tf.train.Example`
+    store them) that holds the most distinct values, so that it is not blank
+    paper (1.0) that any message might hold. A message that carries such an
+    example as a record or as a tensor, before or after preprocessing
+    (which reshapes, batches and relabels but keeps the pixels), contains it.
+    What the site would give an auditor: the controller never needs it.
+    """
+    import numpy as np
+
+    probes = []
+    for client_id in client_ids:
+        examples = list(client_data.create_tf_dataset_for_client(client_id).as_numpy_iterator())
+        for index in np.linspace(0, len(examples) - 1, min(per_client, len(examples))).astype(int):
+            pixels = np.asarray(examples[index]["pixels"], dtype="<f4").ravel()
+            windows = np.lib.stride_tricks.sliding_window_view(pixels, floats)
+            best = max(range(len(windows)), key=lambda i: len(np.unique(windows[i])))
+            probes.append(windows[best].tobytes())
+    return tuple(probes)
+
+
+def site_dataset_computation(
+    preprocess_fn: Callable[[tf.data.Dataset], tf.data.Dataset] = kit_data.preprocess,
+) -> tff.Computation:
+    """A computation from a client id to its dataset, read by a RELATIVE path at the worker.
+
+    Run in a worker whose working directory is a site's root, it opens that
+    site's `clients/<id>.tfrecord`; the elements are those of TFF's EMNIST
+    (`label`, `pixels` 28x28), then `preprocess_fn`. An id that is not
+    letters, digits and `_` (a path such as `../clinic/clients/x`) fails at
+    the site, so an approved computation cannot be pointed at another folder.
+    """
+
+    @tff.tensorflow.computation(tf.string)
+    def dataset_for(client_id):
+        def parse(record):
+            example = tf.io.parse_single_example(record, _FEATURES)
+            return collections.OrderedDict(label=tf.cast(example["label"][0], tf.int32),
+                                           pixels=tf.reshape(example["pixels"], [28, 28]))
+
+        # An id is letters, digits and _ only: "../other-site/clients/x" must not reach another folder.
+        checked = tf.debugging.Assert(tf.strings.regex_full_match(client_id, "[A-Za-z0-9_]+"),
+                                      ["Not a client id (letters, digits and _ only):", client_id])
+        with tf.control_dependencies([checked]):
+            path = tf.strings.join([CLIENTS_FOLDER + "/", client_id, ".tfrecord"])  # client_file(client_id)
+        return preprocess_fn(tf.data.TFRecordDataset(path).map(parse))
+
+    return dataset_for
+
+
+def build_site_fed_avg(client_learning_rate: float = 0.02, server_learning_rate: float = 1.0):
+    """Federated Averaging whose clients are ids, each client's data loaded at its site (notebook 07's)."""
+    return tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), model.build_fed_avg(client_learning_rate, server_learning_rate))
+
+
+def build_site_fed_eval():
+    """Federated evaluation of the tutorial's model over client ids, each loaded at its site."""
+    return tff.simulation.compose_dataset_computation_with_learning_process(
+        site_dataset_computation(), tff.learning.algorithms.build_fed_eval(model.model_fn))
+
+
+def fed_avg_computations() -> dict[str, tff.Computation]:
+    """What a site approves to take part in notebook 07's training and evaluation.
+
+    ``python -m tutorial_helpers.gatekeeper approve FOLDER tutorial_helpers.sites:fed_avg_computations``
+    """
+    return {"Federated Averaging round (sites.build_site_fed_avg; learning rates come in the state)":
+            build_site_fed_avg().next,
+            "federated evaluation (sites.build_site_fed_eval)": build_site_fed_eval().next}

@@ -1,0 +1,210 @@
+"""A site's policy, in files its owner reads and edits: what it approved, and the values it pins.
+
+* `approved.txt`: one computation per line, its fingerprint then a
+  description. ``python -m tutorial_helpers.gatekeeper approve FOLDER
+  MODULE:FUNCTION`` adds the computations FUNCTION builds; deleting a line
+  withdraws an approval.
+* `pins.txt`: ``NAME = NUMBER`` lines (``client_work.learning_rate = 0.02``),
+  made by ``python -m tutorial_helpers.gatekeeper pin``; a call of an
+  approved computation whose parameter holds a value of that name is
+  refused if the controller sent another number.
+
+A running gatekeeper holds a `Policy`, which reads both files again whenever
+either changes: an approval withdrawn or a value pinned takes effect from the
+next call, without a restart. A file that no longer reads (a line broken by
+hand) makes the gatekeeper refuse every call until it is fixed: it fails
+closed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["APPROVALS", "PINS", "Policy", "approve", "pin", "read_approvals", "read_pins"]
+
+APPROVALS = "approved.txt"
+PINS = "pins.txt"
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+_PIN_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_APPROVALS_HEADER = """\
+# Computations this site runs on its data: one per line, a fingerprint, then what it is.
+# Made by `python -m tutorial_helpers.gatekeeper approve`; delete a line to withdraw an approval
+# (a running gatekeeper reads this file again before its next call).
+"""
+_PINS_HEADER = "# Values this site pins: a call that sends another number is refused.\n"
+
+
+def read_approvals(folder: str | os.PathLike) -> dict[str, str]:
+    """{fingerprint: description} from the approval list in `folder`; {} if there is none yet."""
+    path = Path(folder) / APPROVALS
+    if not path.exists():
+        return {}
+    approvals = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fingerprint_, _, description = line.partition(" ")
+        if not _FINGERPRINT.fullmatch(fingerprint_):
+            raise ValueError(f"{path}, line {number}: {line[:80]!r} does not start with a fingerprint (64 "
+                             "hex digits). Fix or delete the line; `approve` writes correct ones.")
+        approvals[fingerprint_] = description.strip()
+    return approvals
+
+
+def approve(folder: str | os.PathLike, computations: Mapping[str, object]) -> dict[str, str]:
+    """Adds the site parts of `computations` ({description: tff.Computation}) to the approval list.
+
+    Returns {fingerprint: description} of what was added (fingerprints
+    already on the list are left as they are). Makes `folder` if needed.
+    """
+    from tutorial_helpers.sites.gatekeeper.fingerprint import fingerprint, site_part
+
+    folder = Path(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    approved = read_approvals(folder)
+    added = {}
+    for description, computation in computations.items():
+        if description.splitlines() != [description]:
+            raise ValueError(f"A description must be one line, got {description!r}.")
+        value = fingerprint(site_part(computation))
+        if value not in approved and value not in added:
+            added[value] = description
+    path = folder / APPROVALS
+    with open(path, "a") as f:
+        if f.tell() == 0:
+            f.write(_APPROVALS_HEADER)
+        for value, description in added.items():
+            f.write(f"{value} {description}\n")
+    return added
+
+
+def _pin_line(line: str, path: Path, number: int) -> tuple[str, float] | None:
+    """(name, number) of a line of pins.txt; None for a blank or comment line; ValueError otherwise."""
+    text = line.split("#", 1)[0].strip()
+    if not text:
+        return None
+    name, sep, value = (part.strip() for part in text.partition("="))
+    try:
+        if not sep or not _PIN_NAME.fullmatch(name) or not math.isfinite(float(value)):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{path}, line {number}: {line!r} is not NAME = NUMBER, a finite number (for "
+                         "instance client_work.learning_rate = 0.02).") from None
+    return name, float(value)
+
+
+def read_pins(folder: str | os.PathLike) -> dict[str, float]:
+    """The site's pinned values, `pins.txt`: {name: number}; {} if there is no such file.
+
+    One per line, ``NAME = NUMBER``; NAME is the path of a value in a
+    computation's parameter, by its names, as short as is unambiguous
+    (``client_work.learning_rate``). ``#`` starts a comment.
+    """
+    path = Path(folder) / PINS
+    pins: dict[str, float] = {}
+    for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
+        parsed = _pin_line(line, path, number)
+        if parsed is not None:
+            pins[parsed[0]] = parsed[1]
+    return pins
+
+
+def pin(folder: str | os.PathLike, values: Mapping[str, float]) -> dict[str, float]:
+    """Pins `values` ({name: number}) in the site's `pins.txt`, replacing earlier pins of the same names.
+
+    Returns every pin now in the file. The file's other lines, comments
+    included, are kept as they were; a pin already there is changed in its
+    line, keeping that line's comment; new pins are added at the end. The
+    file is replaced in one step (a gatekeeper reading it sees the old file
+    or the new one, never half of one), and a running gatekeeper uses the
+    new pins from its next call. A name that no approved computation's
+    parameter has checks nothing; each call's line in the audit log names
+    the pins it checked.
+    """
+    folder = Path(folder)
+    path = folder / PINS
+    given = {}
+    for name, value in values.items():
+        if not _PIN_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a value's name path (for instance client_work.learning_rate).")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{name} = {value}: a pin must be a finite number.")
+        given[name] = float(value)
+    lines = path.read_text().splitlines() if path.exists() else [_PINS_HEADER.rstrip("\n")]
+    left = dict(given)
+    for number, line in enumerate(lines):
+        parsed = _pin_line(line, path, number + 1)
+        if parsed is not None and parsed[0] in left:
+            comment = line[line.index("#"):] if "#" in line else ""
+            lines[number] = f"{parsed[0]} = {left.pop(parsed[0])!r}" + (f"  {comment}" if comment else "")
+    lines += [f"{name} = {value!r}" for name, value in left.items()]
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{PINS}.")
+    try:
+        with os.fdopen(descriptor, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return read_pins(folder)
+
+
+class Policy:
+    """A site's approvals and pins as its files say now: read again whenever either file changes.
+
+    `current()` returns (approvals, pins), checking the two files' size,
+    modification time and inode first (a `stat` each, no read when nothing
+    changed). If a file no longer reads, it raises ValueError naming the
+    file and line, and keeps raising until the file is fixed: a gatekeeper
+    then refuses every call (fails closed). Thread-safe.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self._seen: tuple | None = None
+        self._values: tuple[dict[str, str], dict[str, float]] = ({}, {})
+        self._error: ValueError | None = None
+        self._lock = threading.Lock()
+        self.reloads = 0  # How many times the files were read (the first time included).
+        self.current()
+
+    def _stamp(self) -> tuple:
+        stamps = []
+        for name in (APPROVALS, PINS):
+            try:
+                info = os.stat(self.folder / name)
+                stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
+            except FileNotFoundError:
+                stamps.append(None)
+        return tuple(stamps)
+
+    def current(self) -> tuple[dict[str, str], dict[str, float]]:
+        with self._lock:
+            stamp = self._stamp()
+            if stamp != self._seen:
+                self._seen = stamp
+                self.reloads += 1
+                try:
+                    self._values, self._error = (read_approvals(self.folder), read_pins(self.folder)), None
+                except (OSError, ValueError) as e:
+                    self._error = ValueError(f"the site's policy does not read ({e})")
+            if self._error is not None:
+                raise self._error
+            return self._values
+
+    @property
+    def approvals(self) -> dict[str, str]:
+        return self.current()[0]
+
+    @property
+    def pins(self) -> dict[str, float]:
+        return self.current()[1]
