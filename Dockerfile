@@ -51,13 +51,15 @@ ENV PATH=/home/learner/kit/.venv/bin:$PATH \
 # without). So this stage starts as the container's root: the gatekeeper stays
 # root's (the worker cannot change the approval list or the audit log) and the
 # worker runs as the unprivileged user given with --user (learner, uid 1000,
-# who must own the mounted data). The one port is the gatekeeper's, mutual
-# TLS only; publish it on the address the controller reaches.
+# who must own the mounted data). The site's workspace is mounted at /site:
+# startup/ (its TLS folder), local/ (its policy and audit log), data/ (its
+# root). The one port is the gatekeeper's, mutual TLS only; publish it on the
+# address the controller reaches.
 FROM kit AS site
 USER root
 EXPOSE 7000
 ENTRYPOINT ["/home/learner/kit/.venv/bin/python", "-m", "tutorial_helpers.site_server", \
-            "--root=/site/data", "--gatekeeper=/site/gatekeeper", "--tls=/site/tls", "--listen=0.0.0.0:7000"]
+            "--workspace=/site", "--listen=0.0.0.0:7000"]
 
 # The learner's Jupyter: the default target.
 FROM kit AS lab

@@ -133,10 +133,14 @@ def pytest_runtest_makereport(item, call):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Groups for pytest-xdist's loadgroup: a file's tests (or a notebook's cells) stay together, in order,
-    on one worker; the tests that must run alone share one group."""
+    on one worker, sharing the file's fixtures; the files that hold a test that must run alone (root,
+    browser) share one group, so that those tests run one after the other."""
+    def file_of(item) -> str:
+        return item.nodeid.split("::")[0]
+
+    alone = {file_of(item) for item in items if any(item.get_closest_marker(name) for name in ALONE)}
     for item in items:
-        alone = any(item.get_closest_marker(name) for name in ALONE)
-        item.add_marker(pytest.mark.xdist_group("alone" if alone else item.nodeid.split("::")[0]))
+        item.add_marker(pytest.mark.xdist_group("alone" if file_of(item) in alone else file_of(item)))
 
 
 @pytest.fixture(scope="session")

@@ -281,7 +281,7 @@ def test_the_site_target_runs_site_server_behind_its_one_port_with_tls():
     (entrypoint,) = [json.loads(arguments) for keyword, arguments in steps if keyword == "ENTRYPOINT"]
     assert entrypoint[:3] == ["/home/learner/kit/.venv/bin/python", "-m", "tutorial_helpers.site_server"]
     args = site_server.arguments().parse_args([*entrypoint[3:], "--site=clinic", "--user=learner"])
-    assert str(args.tls) == "/site/tls" and args.listen == ("0.0.0.0", 7000)
+    assert str(args.workspace) == "/site" and args.listen == ("0.0.0.0", 7000)
     assert exposed_ports(steps) - exposed_ports(dockerfile("kit")) == {7000}
     assert any(keyword == "RUN" and re.search(r"useradd\b.*--uid 1000\b.*\blearner\b", arguments)
                for keyword, arguments in steps), "the worker's user (--user learner) is in the image"

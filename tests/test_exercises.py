@@ -504,6 +504,31 @@ def test_group_by_site_passes_the_solution_and_refuses_each_wrong_answer():
         except LookupError as e:
             raise ValueError(str(e)) from None
 
+    def substring(catalogue, clients):  # `c in " ".join(held)`: takes h1 for h11, 1 for h1 (a cold read's).
+        groups = {}
+        for client in clients:
+            site = next((s for s, held in catalogue.items() if client in " ".join(held)), None)
+            if site is None:
+                raise LookupError(f"Client {client!r} is in no site's catalogue.")
+            groups.setdefault(site, []).append(client)
+        return groups
+
+    def pops(catalogue, clients):  # Right groups, but the caller's round is emptied (clients.pop(0)).
+        groups = {}
+        while clients:
+            client = clients.pop(0)
+            groups.setdefault(site_of(catalogue, client), []).append(client)
+        return groups
+
+    def normalises(catalogue, clients):  # Ids compared after strip().lower(): " H1" is taken for h1.
+        site_of_id = {client.strip().lower(): site for site, held in catalogue.items() for client in held}
+        groups = {}
+        for client in clients:
+            if client.strip().lower() not in site_of_id:
+                raise LookupError(f"Client {client!r} is in no site's catalogue.")
+            groups.setdefault(site_of_id[client.strip().lower()], []).append(client)
+        return groups
+
     wrong = {
         every_site: "an empty list",
         sorted_ids: "in another order than the round's",
@@ -516,6 +541,9 @@ def test_group_by_site_passes_the_solution_and_refuses_each_wrong_answer():
         by_id_range: "instead of raising LookupError",
         by_position: "which does not hold it",
         value_error: "raise LookupError (KeyError is one)",
+        substring: "instead of raising LookupError",
+        pops: "it changed the round's list of clients it was given",
+        normalises: "instead of raising LookupError",
         lambda catalogue, clients: list(clients): "return a dict",
     }
     for answer, hint in wrong.items():
@@ -580,6 +608,10 @@ def test_would_run_passes_the_solution_and_refuses_each_wrong_answer(gatekeeper_
         lambda folder, c: read_approvals(folder)[sent(c)] is not None: "it raised KeyError",
         lambda folder, c: any(f[:12] == sent(c)[:12] for f in read_approvals(folder)): "Compare whole fingerprints",
         lambda folder, c: any(sent(c).startswith(f[:32]) for f in read_approvals(folder)): "a prefix can be matched",
+        lambda folder, c: any(sent(c) in line for line in (folder / APPROVALS).read_text().splitlines()
+                              if not line.startswith("#")): "the first word of each line",
+        lambda folder, c: sent(c) in {line.split()[0] for line in open(folder / APPROVALS)
+                                      if line.strip() and not line.startswith("#")}: "it raised FileNotFoundError",
     }
     for answer, hint in wrong.items():
         result = exercises.check_would_run(answer, folder, approved, changed)

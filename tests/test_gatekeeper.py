@@ -30,6 +30,7 @@ from tutorial_helpers.sites import (
     write_site,
 )
 from tutorial_helpers.sites.gatekeeper import (
+    AuditLog,
     Gatekeeper,
     approve,
     fingerprint,
@@ -656,3 +657,122 @@ def test_the_value_ledger_keeps_what_the_worker_keeps_and_forgets_what_it_drops(
     ledger.record("DisposeExecutor", dispose, b"")
     with pytest.raises(ValueError, match="did not see sent whole"):
         ledger.numbers_at("e", "small", [])  # The last holder let go.
+
+
+def test_a_deleted_or_changed_line_of_the_audit_log_is_reported_and_a_log_without_the_chain_would_not_be(tmp_path):
+    """The attack: the log's owner deletes the line of a refusal. With the chain, reading the log says where;
+    the control, the same deletion in a log of plain lines (the kit before the chain), goes unseen."""
+    from tutorial_helpers.sites.gatekeeper.audit_log import BrokenAuditLog, audit_log_problems
+
+    log = AuditLog(tmp_path / gatekeeper.AUDIT_LOG)
+    try:
+        for call, verdict in [("GetExecutor", "forwarded"), ("CreateValue", "refused"), ("Compute", "forwarded")]:
+            log.write(f"{call} in=10 out=5 verdict={verdict} -- a detail")
+        second = AuditLog(tmp_path / gatekeeper.AUDIT_LOG)  # A second gatekeeper of the site appends to the chain.
+        second.write("Dispose in=1 out=1 verdict=forwarded")
+        second.close()
+    finally:
+        log.close()
+    path = tmp_path / gatekeeper.AUDIT_LOG
+    intact = path.read_text()
+    assert [entry["number"] for entry in read_audit_log(tmp_path)] == ["1", "2", "3", "4"]
+    lines = intact.splitlines(keepends=True)
+
+    path.write_text("".join(lines[:1] + lines[2:]))  # The refusal deleted.
+    with pytest.raises(BrokenAuditLog, match=r"line 2: numbered 3, so 1 line\(s\) before it are missing"):
+        read_audit_log(tmp_path)
+    renumbered = [lines[0], "2" + lines[2][1:], "3" + lines[3][1:]]  # Deleted, and the rest renumbered.
+    path.write_text("".join(renumbered))
+    assert "line 2: its link does not match the line before it" in audit_log_problems(tmp_path)[0]
+    path.write_text(intact.replace("verdict=refused", "verdict=forwarded"))  # The refusal made a success.
+    assert "line 3: its link does not match" in audit_log_problems(tmp_path)[0]
+    path.write_text(intact)
+    assert audit_log_problems(tmp_path) == []
+
+    # The control: plain lines, as the log was before the chain, lose a line without a trace.
+    plain = "".join(line.split(" ", 2)[2] for line in lines)
+    deleted = "".join(line.split(" ", 2)[2] for line in lines[:1] + lines[2:])
+    assert [c["verdict"] for c in _plain_entries(plain)] == ["forwarded", "refused", "forwarded", "forwarded"]
+    assert [c["verdict"] for c in _plain_entries(deleted)] == ["forwarded", "forwarded", "forwarded"]
+
+
+def _plain_entries(text: str) -> list[dict[str, str]]:
+    """How the kit read its log before the chain: each line's verdict, and nothing to tell a line is gone."""
+    return [dict(pair.split("=", 1) for pair in line.partition(" -- ")[0].split(" ") if "=" in pair)
+            for line in text.splitlines()]
+
+
+def _one_example_client(train_data, exclude=()) -> str:
+    for client in train_data.client_ids:
+        if client not in exclude and len(list(train_data.create_tf_dataset_for_client(client))) == 1:
+            return client
+    raise AssertionError("the sample has no client with a single example")
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("minimum", [None, 2], ids=["no-minimum", "minimum-of-2"])
+def test_a_one_client_round_gives_its_digit_back_unless_the_site_refuses_rounds_under_its_minimum(
+        sites, emnist, tmp_path, minimum):
+    """The attack: the controller asks the clinic for a round of its one-example client. The model is one dense
+    layer and a softmax, so the change of column j of the kernel is the image times the change of bias j: the
+    digit comes back from the new model. With the clinic's minimum of 2 clients, the round is refused and
+    logged; a round of two of its clients is answered."""
+    train_data, _ = emnist
+    _, _, _, folders = sites
+    client = _one_example_client(train_data)
+    other = next(c for c in train_data.client_ids if c != client)
+    root = tmp_path / "clinic"
+    write_site(train_data, [client, other], root, canary=b"canary of the clinic")
+    folder = tmp_path / "clinic-gatekeeper"
+    folder.mkdir()
+    (folder / gatekeeper.APPROVALS).write_bytes((folders["hospital"] / gatekeeper.APPROVALS).read_bytes())
+    if minimum is not None:
+        assert gatekeeper.set_limits(folder, {"min_clients": minimum}) == {"min_clients": minimum}
+    process = build_site_fed_avg()
+    with create_site_context(roots={"clinic": root}, gatekeepers={"clinic": Gatekeeper(folder)}):
+        state = process.initialize()
+        if minimum is not None:
+            with pytest.raises(PermissionError, match=r"Site 'clinic' refused to send back a result computed from 1 "
+                                                      r"of its clients: its minimum is 2 \(limits.txt\)"):
+                process.next(state, [client])
+            (refused,) = [c for c in read_audit_log(folder) if c["verdict"] == "refused"]
+            assert refused["call"] == "Compute" and "its minimum is 2" in refused["detail"]
+            result = process.next(state, [client, other])  # Two of its clients: answered.
+            assert result.metrics["client_work"]["train"]["num_examples"] > 1
+            return
+        before = process.get_model_weights(state).trainable
+        after = process.get_model_weights(process.next(state, [client]).state).trainable
+    kernel, bias = after[0] - before[0], after[1] - before[1]
+    j = int(np.argmax(np.abs(bias)))
+    recovered = kernel[:, j] / bias[j]
+    (example,) = preprocess(train_data.create_tf_dataset_for_client(client), num_epochs=1).as_numpy_iterator()
+    truth = example["x"].ravel()
+    assert np.corrcoef(recovered, truth)[0, 1] > 0.99
+    assert np.max(np.abs(recovered - truth)) < 1e-3  # The digit itself, not a likeness.
+
+
+def test_a_sites_limits_are_checked_and_rounds_can_be_drawn_to_meet_them(tmp_path):
+    from tutorial_helpers.sites import sample_clients
+
+    with pytest.raises(ValueError, match="the limits are min_clients, each a whole number of at least 1"):
+        gatekeeper.set_limits(tmp_path, {"min_clients": 0})
+    with pytest.raises(ValueError, match="the limits are min_clients"):
+        gatekeeper.set_limits(tmp_path, {"max_epsilon": 3})
+    assert not (tmp_path / gatekeeper.LIMITS_FILE).exists()  # A refused limit writes nothing.
+    assert gatekeeper.set_limits(tmp_path, {"min_clients": 3}) == {"min_clients": 3}
+    (tmp_path / gatekeeper.LIMITS_FILE).write_text("min_clients = 2.5\n")
+    with pytest.raises(ValueError, match=r"limits.txt, line 1: 'min_clients = 2.5' is not a limit this kit knows"):
+        gatekeeper.read_limits(tmp_path)
+
+    catalogue = {"hospital": [f"h{i}" for i in range(60)], "clinic": [f"c{i}" for i in range(30)],
+                 "practice": [f"p{i}" for i in range(9)]}
+    minimums = {"clinic": 3, "practice": 2}
+    rounds = [sample_clients(catalogue, 10, seed=seed, min_per_site=minimums) for seed in range(1, 21)]
+    for drawn in rounds:
+        counts = {site: sum(c in held for c in drawn) for site, held in catalogue.items()}
+        assert all(counts[site] in (0,) or counts[site] >= k for site, k in minimums.items()), counts
+    plain = [sample_clients(catalogue, 10, seed=seed) for seed in range(1, 21)]
+    assert any(0 < sum(c in catalogue["practice"] for c in drawn) < 2 for drawn in plain)  # The control.
+    assert rounds == [sample_clients(catalogue, 10, seed=seed, min_per_site=minimums) for seed in range(1, 21)]
+    with pytest.raises(ValueError, match="ask the sites for lower minimums"):
+        sample_clients(catalogue, 2, seed=1, min_per_site={"hospital": 3, "clinic": 3, "practice": 3})

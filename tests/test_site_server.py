@@ -26,6 +26,7 @@ from tutorial_helpers.sites import build_site_fed_avg, create_site_context
 from tutorial_helpers.sites.gatekeeper import read_audit_log
 from tutorial_helpers.sites.tls import make_workshop_ca
 from tutorial_helpers.sites.worker import RemoteSite
+from tutorial_helpers.sites.workspace import SiteWorkspace
 from tutorial_helpers.worker_process import WorkerProcess
 
 
@@ -48,9 +49,9 @@ def clinic_site(request, sites, tmp_path_factory):  # noqa: F811
 
 
 def start_site(site, root, folder, tls, listen, netns=None, user=None, extra=()):
-    command = [sys.executable, "-m", "tutorial_helpers.site_server", f"--site={site}", f"--root={root}",
-               f"--gatekeeper={folder}", f"--tls={tls}", f"--listen={listen}",
-               *([] if user is None else [f"--user={user}"]), *extra]
+    parts = [] if root is None else [f"--root={root}", f"--gatekeeper={folder}", f"--tls={tls}"]
+    command = [sys.executable, "-m", "tutorial_helpers.site_server", f"--site={site}", *parts,
+               f"--listen={listen}", *([] if user is None else [f"--user={user}"]), *extra]
     if netns is not None:
         command = ["ip", "netns", "exec", netns, *command]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -60,6 +61,11 @@ def start_site(site, root, folder, tls, listen, netns=None, user=None, extra=())
         server.kill()
         pytest.fail(f"site_server did not start: {line}{server.communicate(timeout=30)[1]}")
     return server
+
+
+def start_workspace(site, workspace, listen, user=None, extra=()):
+    """`start_site` with the site's workspace instead of its three folders."""
+    return start_site(site, None, None, None, listen, user=user, extra=(f"--workspace={workspace}", *extra))
 
 
 def stop_site(server) -> list[int]:
@@ -99,7 +105,15 @@ def test_site_server_refuses_what_it_cannot_use_with_a_message_that_says_what_to
     assert "no catalogue.json there" in refused(*arguments(root=tmp_path))
     assert "does not exist" in refused(*arguments(gatekeeper=tmp_path / "nowhere"))
     assert "has no ca.pem, cert.pem, key.pem" in refused(*arguments(tls=tmp_path))
-    assert "the following arguments are required: --tls" in refused(*arguments()[:3], "--listen=127.0.0.1:7000")
+    assert "or all of --root, --gatekeeper and --tls" in refused(*arguments()[:3], "--listen=127.0.0.1:7000")
+    workspace = SiteWorkspace.make(tmp_path / "clinic-workspace", tls=ws / "clinic")
+    half_ready = refused("--site=clinic", f"--workspace={workspace.path}", "--listen=127.0.0.1:7000")
+    assert f"the workspace {workspace.path} is not ready" in half_ready
+    assert f"{workspace.local / 'approved.txt'} is missing: approve the training into it" in half_ready
+    assert f"{workspace.data / 'catalogue.json'} is missing" in half_ready and "cert.pem is missing" not in half_ready
+    assert "not both" in refused(*arguments(), f"--workspace={workspace.path}")
+    with pytest.raises(FileExistsError, match="a workspace is made once"):
+        SiteWorkspace.make(workspace.path)
     assert "a certificate for ['hospital'], not for site 'clinic'" in refused(*arguments(tls=ws / "hospital"))
     (ws / "clinic" / "key.pem").chmod(0o644)
     assert "key.pem can be read by others than its owner: chmod 600 it" in refused(*arguments())
@@ -294,8 +308,14 @@ def test_strangers_holding_connections_before_tls_do_not_lock_the_controller_out
     ws = make_workshop_ca(tmp_path / "ws", ["clinic"])
     listen = f"127.0.0.1:{portpicker.pick_unused_port()}"
     limits = () if defended else ("--max-pending-per-source=1000", "--max-pending=16")
-    server = start_site("clinic", clinic_root, folders["clinic"], ws / "clinic", listen, user=worker_user,
-                        extra=limits)
+    # The site as a workspace: startup/ from `tls make`, local/ the approvals, data/ the clinic's root.
+    workspace = SiteWorkspace.make(tmp_path / "clinic", tls=ws / "clinic")
+    shutil.copytree(clinic_root, workspace.data, dirs_exist_ok=True)
+    shutil.copy(folders["clinic"] / "approved.txt", workspace.local)
+    if worker_user is not None:
+        for path in [workspace.data, *workspace.data.rglob("*")]:
+            shutil.chown(path, worker_user, worker_user)
+    server = start_workspace("clinic", workspace.path, listen, user=worker_user, extra=limits)
     try:
         with Flood(listen) as flood:
             if defended:

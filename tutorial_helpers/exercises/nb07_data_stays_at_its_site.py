@@ -18,12 +18,16 @@ def _expected_groups(catalogue: Mapping[str, list[str]], clients: list[str]) -> 
 
 def _grouping_problem(group_by_site, catalogue, clients: list[str], case: str) -> str | None:
     """What is wrong with `group_by_site(catalogue, clients)` for one round, or None."""
+    given = list(clients)
     try:
-        got = group_by_site(catalogue, list(clients))
+        got = group_by_site(catalogue, given)
     except NotImplementedError:
         raise
     except Exception as e:  # the learner's code may raise anything
         return f"For {case} it raised {type(e).__name__}: {e}"
+    if given != list(clients):
+        return (f"For {case} it changed the round's list of clients it was given (the caller's list: popped, "
+                "sorted or emptied). Read it; build the groups in a new dict.")
     if not isinstance(got, Mapping):
         return f"For {case} it returned {type(got).__name__}; return a dict from site name to a list of client ids."
     expected = _expected_groups(catalogue, clients)
@@ -58,7 +62,9 @@ def check_group_by_site(group_by_site, catalogue: Mapping[str, list[str]]) -> Ch
     client at the site whose catalogue lists it, in the round's order, sites
     without clients left out; and raise LookupError naming a client that no
     site holds. Tried on rounds drawn from `catalogue` (every site, one site
-    absent, a client twice) and on a round with a client nobody holds.
+    absent, a client twice) and on rounds with a client nobody holds (among
+    them ids that a substring search or a normalised comparison would take
+    for a real one); neither the catalogue nor the round's list may change.
     """
     from tutorial_helpers.sites import sample_clients
 
@@ -85,14 +91,21 @@ def check_group_by_site(group_by_site, catalogue: Mapping[str, list[str]]) -> Ch
                         "do not modify it; the context and the sampling use it too.")
         given = copy.deepcopy(dict(catalogue))
     known = catalogue[sites[0]][0]
-    # Strangers: one after every id, one that sorts among a site's own ids, one alone in its round.
-    for stranger, round_with_stranger in [("f9999_99", [known, "f9999_99"]),
-                                          (catalogue[sites[1]][0] + "x", [catalogue[sites[1]][0] + "x", known]),
-                                          ("f0000_00", ["f0000_00"])]:
+    held = {client for ids in catalogue.values() for client in ids}
+    # Strangers: one after every id, one that sorts among a site's own ids, one alone in its round; then
+    # ids that only a loose lookup would take for a real one: a real id cut short at either end (found
+    # by a substring search), and one in capitals or with a space (found by normalising the ids).
+    alone = [(stranger, [stranger], None) for stranger in
+             ("f0000_00", known[:-1], known[1:], known.upper(), f" {known}", f"{known}\n")
+             if stranger not in held and stranger.strip()]
+    strangers = [("f9999_99", [known, "f9999_99"], known),
+                 (catalogue[sites[1]][0] + "x", [catalogue[sites[1]][0] + "x", known], known), *alone]
+    for stranger, round_with_stranger, other in strangers:
         try:
             got = group_by_site(given, round_with_stranger)
         except LookupError as e:
-            if stranger not in str(e) or known in str(e):
+            named = stranger in str(e) or repr(stranger) in str(e)
+            if not named or (other is not None and other in str(e).replace(stranger, "")):
                 problems.append(f"For a round with a client no site holds it raised {type(e).__name__}: {e}; "
                                 f"name that client ({stranger!r}), and only it, in the message, so that the "
                                 "person who sees it knows which one.")

@@ -16,7 +16,10 @@ def check_would_run(would_run, folder, approved, changed) -> CheckResult:
     own list is never touched): with `approved` (on the list) and `changed`
     (not on it); then with the approval withdrawn (its line commented out);
     then with a line that has `approved`'s description but another
-    fingerprint; then with a fingerprint that shares only its first half.
+    fingerprint; then with a fingerprint that shares only its first half;
+    then with `approved`'s fingerprint only in another line's description;
+    then with no list at all (a site that has approved nothing yet). It says
+    nothing of pins, which the gatekeeper checks against each call's values.
     """
     import shutil
     import tempfile
@@ -38,12 +41,18 @@ def check_would_run(would_run, folder, approved, changed) -> CheckResult:
         impostor = f"{'0' * 64} {approvals[wanted]}\n"
         # Shares the approved fingerprint's first 32 digits: a prefix match would accept it.
         near_miss = f"{wanted[:32]}{'0' * 32 if wanted[32:] != '0' * 32 else '1' * 32} {approvals[wanted]}\n"
-        texts = {"original": original, "withdrawn": withdrawn, "impostor": impostor, "near_miss": near_miss}
+        # The approved fingerprint named in another computation's description only.
+        mentioned = f"{'0' * 64} replaces {wanted}, which was withdrawn\n"
+        texts = {"original": original, "withdrawn": withdrawn, "impostor": impostor, "near_miss": near_miss,
+                 "mentioned": mentioned, "no_list": None}
         computations = {"approved": approved, "changed": changed}
         problems = []
         for key, (computation, text, expected) in CASES.items():
             case = CASE_TEXTS[key]
-            approvals_file.write_text(texts[text])
+            if texts[text] is None:  # A site that has approved nothing yet has no list at all.
+                approvals_file.unlink(missing_ok=True)
+            else:
+                approvals_file.write_text(texts[text])
             try:
                 got = would_run(copy_, computations[computation])
             except NotImplementedError:
@@ -56,7 +65,8 @@ def check_would_run(would_run, folder, approved, changed) -> CheckResult:
             elif bool(got) != expected:
                 problems.append(f"For {case} it returned {got}, not {expected}. " + HINTS[key])
     return verdict(problems, "It fingerprints what the site is sent and reads the site's list as it is now, "
-                              "as the gatekeeper does.")
+                              "as the gatekeeper does. (A site's pins, checked against the values each call "
+                              "sends, can still refuse a call of an approved computation.)")
 
 
 # Each case: (the computation, the approval list it is tried with, what the gatekeeper would answer).
@@ -66,6 +76,8 @@ CASES = {
     "withdrawn": ("approved", "withdrawn", False),
     "description_only": ("approved", "impostor", False),
     "prefix_only": ("approved", "near_miss", False),
+    "mentioned_only": ("approved", "mentioned", False),
+    "no_list_yet": ("approved", "no_list", False),
 }
 # How the verdict names each case.
 CASE_TEXTS = {
@@ -76,6 +88,9 @@ CASE_TEXTS = {
                         "fingerprint",
     "prefix_only": "the approved training, when the list holds only a fingerprint that starts with the same 32 "
                    "digits as its own",
+    "mentioned_only": "the approved training, when its fingerprint appears on the list only in another line's "
+                      "description",
+    "no_list_yet": "the approved training, at a site that has no approval list yet",
 }
 # What to look at when the answer for a case is wrong.
 HINTS = {
@@ -87,6 +102,10 @@ HINTS = {
                  "holds from the next call).",
     "description_only": "Compare fingerprints, not descriptions: anyone can write a description.",
     "prefix_only": "Compare whole fingerprints: a prefix can be matched by another computation made to share it.",
+    "mentioned_only": "Look the fingerprint up among the list's fingerprints, the first word of each line, not "
+                      "anywhere in the file: a description can name any fingerprint.",
+    "no_list_yet": "A site with no approval list yet approves nothing: `read_approvals` gives {} for it, where "
+                   "opening the file raises FileNotFoundError.",
 }
 if not set(CASES) == set(CASE_TEXTS) == set(HINTS):  # A case without its text or hint fails at import, not in a lesson.
     raise RuntimeError(f"Exercise 08's cases, texts and hints differ: {sorted(set(CASES) ^ set(HINTS))}")

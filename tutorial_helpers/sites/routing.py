@@ -26,6 +26,7 @@ round with one client of a site sends that client's update.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -124,12 +125,18 @@ def _take(value: Any, type_spec: tff.Type, positions: Sequence[int]) -> Any:
     return value
 
 
-def sample_clients(catalogue: Mapping[str, Sequence[str]], num_clients: int, seed: int | None = None) -> list[str]:
+def sample_clients(catalogue: Mapping[str, Sequence[str]], num_clients: int, seed: int | None = None, *,
+                   min_per_site: Mapping[str, int] | None = None) -> list[str]:
     """`num_clients` client ids drawn without replacement from all the sites' catalogues.
 
     Each client is equally likely, wherever it is held (so a large site gets
     more of a round's clients); as the original tutorial's last version
     sampled 10 clients a round. `seed` makes the draw repeatable.
+
+    `min_per_site` ({site: k}, the sites' own minimums, `limits.txt`): a site
+    in the round then gets at least k of its clients, or none. The draw is
+    repeated (with the same seed, the same repeats) until it meets them;
+    ValueError if 1,000 draws did not.
     """
     import random
 
@@ -137,7 +144,20 @@ def sample_clients(catalogue: Mapping[str, Sequence[str]], num_clients: int, see
     if not 0 < num_clients <= len(everyone):
         raise ValueError(f"num_clients must be between 1 and the {len(everyone)} clients the sites hold, "
                          f"got {num_clients}.")
-    return random.Random(seed).sample(everyone, num_clients)
+    minimums = dict(min_per_site or {})
+    if set(minimums) - set(catalogue):
+        raise ValueError(f"min_per_site names sites that are not in the catalogue: "
+                         f"{sorted(set(minimums) - set(catalogue))}.")
+    draws = random.Random(seed)
+    index = catalogue_index(catalogue)
+    for _ in range(1000):
+        drawn = draws.sample(everyone, num_clients)
+        counts = collections.Counter(index[client] for client in drawn)
+        if all(counts[site] == 0 or counts[site] >= k for site, k in minimums.items()):
+            return drawn
+    raise ValueError(f"1,000 draws of {num_clients} clients gave no round in which each site has none or at "
+                     f"least its minimum of clients ({minimums}): draw more clients a round, or ask the sites "
+                     "for lower minimums.")
 
 
 @dataclasses.dataclass

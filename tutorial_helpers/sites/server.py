@@ -1,16 +1,17 @@
 """One site on a machine of its own: its worker, its gatekeeper and one port, mutual TLS only.
 
 What a site runs so that a controller on another machine can train on its
-data without the data leaving::
+data without its raw records leaving (what does leave, each round's partial
+aggregate, is computed from them)::
 
-    python -m tutorial_helpers.site_server --site clinic --root /data/clinic \\
-        --gatekeeper /srv/clinic-gatekeeper --tls /etc/tff-kit/clinic --listen 10.0.0.2:7000
+    python -m tutorial_helpers.site_server --site clinic --workspace /srv/clinic --listen 10.0.0.2:7000
 
-* ``--root``: the site's data root, as `tutorial_helpers.sites.write_site`
-  made it (``catalogue.json`` and ``clients/``); the worker runs there.
-* ``--gatekeeper``: the site's gatekeeper folder: ``approved.txt`` (made with
-  ``python -m tutorial_helpers.gatekeeper approve``) and ``audit.log``.
-* ``--tls``: the site's folder from ``python -m tutorial_helpers.tls make``.
+* ``--workspace``: the site's workspace (`tutorial_helpers.sites.workspace`):
+  ``startup/`` (its folder from ``python -m tutorial_helpers.tls make``),
+  ``local/`` (``approved.txt``, made with ``python -m tutorial_helpers.gatekeeper
+  approve``, ``pins.txt`` and ``audit.log``) and ``data/`` (its data root, as
+  `tutorial_helpers.sites.write_site` made it; the worker runs there). Or
+  the three parts wherever they are: ``--tls``, ``--gatekeeper``, ``--root``.
 * ``--listen``: the address and port the controller connects to; the only
   port the site opens.
 * ``--user`` (when started as root): the account the worker runs as, owner of
@@ -54,6 +55,7 @@ from tutorial_helpers.runtime.processes import ManagedProcess, private_network_s
 from tutorial_helpers.runtime.workers import CONTAINED_PORT, worker_binary_path
 from tutorial_helpers.sites.gatekeeper import AUDIT_LOG, GATEKEEPER_PORT, Gatekeeper
 from tutorial_helpers.sites.gatekeeper.serve import HANDSHAKE_SECONDS
+from tutorial_helpers.sites.workspace import SiteWorkspace
 
 # Connections that have finished their TLS handshake (outlived HANDSHAKE_SECONDS): the controller opens
 # one or a few; more are closed, so that nobody with a certificate can pile them up either.
@@ -149,9 +151,11 @@ def arguments() -> argparse.ArgumentParser:
     """The command's arguments (the Dockerfile's site target gives some of them)."""
     parser = argparse.ArgumentParser(prog="python -m tutorial_helpers.site_server", description=__doc__.split("\n")[0])
     parser.add_argument("--site", required=True, help="the site's name, as in its certificate: clinic")
-    parser.add_argument("--root", required=True, type=Path, help="the site's data root (catalogue.json, clients/)")
-    parser.add_argument("--gatekeeper", required=True, type=Path, help="the gatekeeper's folder (approved.txt)")
-    parser.add_argument("--tls", required=True, type=Path, help="the site's folder from tutorial_helpers.tls make")
+    parser.add_argument("--workspace", type=Path, help="the site's workspace: startup/ (TLS), local/ (policy, "
+                        "audit log), data/ (its root); or give the three parts with the next three options")
+    parser.add_argument("--root", type=Path, help="the site's data root (catalogue.json, clients/)")
+    parser.add_argument("--gatekeeper", type=Path, help="the gatekeeper's folder (approved.txt)")
+    parser.add_argument("--tls", type=Path, help="the site's folder from tutorial_helpers.tls make")
     parser.add_argument("--listen", required=True, type=_address, help="HOST:PORT the controller connects to")
     parser.add_argument("--user", help="run the worker as this user (root only)")
     parser.add_argument("--max-result-bytes", type=int, help="the largest answer the site sends back")
@@ -229,6 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     for limit in ("max_connections", "max_pending_per_source", "max_pending"):
         if getattr(args, limit) < 1:
             parser.error(f"--{limit.replace('_', '-')} must be at least 1, got {getattr(args, limit)}")
+    parts = ("root", "gatekeeper", "tls")
+    if args.workspace is not None:
+        if any(getattr(args, part) is not None for part in parts):
+            parser.error("give either --workspace or --root, --gatekeeper and --tls, not both")
+        workspace = SiteWorkspace(args.workspace)
+        if workspace.missing():
+            parser.error("\n  ".join([f"the workspace {args.workspace} is not ready:", *workspace.missing()]))
+        args.root, args.gatekeeper, args.tls = workspace.data, workspace.local, workspace.startup
+    elif any(getattr(args, part) is None for part in parts):
+        parser.error("give --workspace DIR (startup/, local/, data/), or all of --root, --gatekeeper and --tls")
     if not (args.root / "catalogue.json").is_file():
         parser.error(f"--root {args.root}: no catalogue.json there; make the site's data with sites.write_site.")
     try:

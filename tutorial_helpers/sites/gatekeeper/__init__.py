@@ -14,7 +14,8 @@ the worker's own user (see "What it does not stop" below).
   site's approval list, and pinned values (a learning rate) as pinned
   (`policy`: `approved.txt` and `pins.txt`, read again whenever they change).
 * The worker's answer passes a chain of *outgoing filters*: the site's
-  limit on an answer's size, if it has one.
+  minimum number of clients in a round (`limits.txt`), and its limit on an
+  answer's size, if it has them.
 * One line per call goes to the site's audit log (`audit_log`).
 * With mutual TLS, only the controller's certificate gets in (`proxy.ControllerOnly`).
 
@@ -43,15 +44,19 @@ from tutorial_helpers.sites.gatekeeper.checks import (
 from tutorial_helpers.sites.gatekeeper.fingerprint import fingerprint, site_part
 from tutorial_helpers.sites.gatekeeper.policy import (
     APPROVALS,
+    LIMITS_FILE,
     PINS,
     Policy,
     approve,
     pin,
     read_approvals,
+    read_limits,
     read_pins,
+    set_limits,
 )
 from tutorial_helpers.sites.gatekeeper.spec import GATEKEEPER_PORT, Gatekeeper
 
-__all__ = ["APPROVALS", "AUDIT_LOG", "GATEKEEPER_PORT", "PINS", "REVIEWED_METHODS", "SERVICE", "AuditLog", "Call",
-           "Gatekeeper", "Policy", "Refused", "Unauthenticated", "approve", "executor_methods", "fingerprint", "pin",
-           "read_approvals", "read_audit_log", "read_pins", "site_part"]
+__all__ = ["APPROVALS", "AUDIT_LOG", "GATEKEEPER_PORT", "LIMITS_FILE", "PINS", "REVIEWED_METHODS", "SERVICE",
+           "AuditLog", "Call", "Gatekeeper", "Policy", "Refused", "Unauthenticated", "approve", "executor_methods",
+           "fingerprint", "pin", "read_approvals", "read_audit_log", "read_limits", "read_pins", "set_limits",
+           "site_part"]

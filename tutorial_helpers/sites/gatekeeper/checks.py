@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 from tutorial_helpers.sites.gatekeeper.fingerprint import CacheKeyReused, Fingerprints
 from tutorial_helpers.sites.gatekeeper.ledger import ValueLedger, positions, same_number
-from tutorial_helpers.sites.gatekeeper.policy import APPROVALS, PINS, Policy
+from tutorial_helpers.sites.gatekeeper.policy import APPROVALS, LIMITS_FILE, PINS, Policy
 
-__all__ = ["REVIEWED_METHODS", "ApprovedComputations", "Call", "IncomingCheck", "NoDatasetsFromOutside",
-           "OutgoingFilter", "PinnedValues", "Refused", "RememberValues", "ResultCap", "ReviewedMethodsOnly",
-           "Unauthenticated", "executor_methods"]
+__all__ = ["REVIEWED_METHODS", "ApprovedComputations", "Call", "IncomingCheck", "MinimumCohort",
+           "NoDatasetsFromOutside", "OutgoingFilter", "PinnedValues", "Refused", "RememberValues", "ResultCap",
+           "ReviewedMethodsOnly", "Unauthenticated", "executor_methods"]
 
 SERVICE = "tensorflow_federated.v0.ExecutorGroup"
 
@@ -223,6 +223,35 @@ class ResultCap:
         if call.method == "Compute" and len(answer) > self.max_bytes:
             raise Refused(f"Site {call.site!r} refused to send back a result of {len(answer):,} bytes: "
                           f"its limit is {self.max_bytes:,} bytes.")
+        return answer
+
+
+class MinimumCohort:
+    """Refuses to send back the result of a `Compute` run for fewer of the site's clients than its minimum.
+
+    The minimum is the policy's ``min_clients`` (`limits.txt`), as it is now;
+    without one, every answer goes through. A round's part at a site runs in
+    an executor made for the site's clients in that round (`ValueLedger`);
+    its result, the partial aggregate, is then a sum over that many clients.
+    A sum over one client is that client's update, from which an example can
+    be read back. What it does not stop: the difference of two rounds that
+    differ by one client, or weights the controller crafted; it limits how
+    few clients a result covers, not what it tells about each.
+    """
+
+    def __init__(self, policy: Policy, ledger: ValueLedger):
+        self.policy = policy
+        self.ledger = ledger
+
+    def filter(self, call: Call, answer: bytes) -> bytes:
+        minimum = self.policy.limits.get("min_clients")
+        if call.method != "Compute" or minimum is None:
+            return answer
+        clients = self.ledger.clients(call.parsed.executor.id)
+        if clients is not None and 0 < clients < minimum:
+            raise Refused(f"Site {call.site!r} refused to send back a result computed from {clients} of its "
+                          f"clients: its minimum is {minimum} ({LIMITS_FILE}), so that no result is one client's "
+                          "own, or nearly.")
         return answer
 
 

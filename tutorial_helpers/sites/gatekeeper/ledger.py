@@ -31,6 +31,9 @@ class ValueLedger:
       last holder sends `DisposeExecutor`. One holder letting go (a ping,
       say) drops nothing.
     * `Dispose` drops the values it names.
+    * An executor is made for a number of clients (its CLIENTS
+      cardinality): a round's part at a site runs in an executor made for
+      the site's clients in that round.
 
     What it keeps: computations sent whole (their fingerprint, through
     `fingerprint_of`, and their parameter type); values sent whole, with
@@ -49,6 +52,7 @@ class ValueLedger:
         self._structs: dict[tuple[str, str], list[tuple[str, str]]] = {}  # Structs of such refs.
         self._functions: dict[tuple[str, str], tuple[str, Any]] = {}  # Computations: (fingerprint, parameter).
         self._holders: dict[str, int] = {}  # Executor id -> GetExecutor answers not yet disposed of.
+        self._clients: dict[str, int] = {}  # Executor id -> its CLIENTS cardinality (a round's clients here).
         self._lock = threading.RLock()
 
     def record(self, method: str, request: bytes, answer: bytes) -> None:
@@ -58,6 +62,9 @@ class ValueLedger:
             if method == "GetExecutor":
                 executor = pb2.GetExecutorResponse.FromString(answer).executor.id
                 self._holders[executor] = self._holders.get(executor, 0) + 1
+                for cardinality in pb2.GetExecutorRequest.FromString(request).cardinalities:
+                    if cardinality.placement.uri == "clients":
+                        self._clients[executor] = cardinality.cardinality
             elif method == "CreateValue":
                 parsed = pb2.CreateValueRequest.FromString(request)
                 key = (parsed.executor.id, pb2.CreateValueResponse.FromString(answer).value_ref.id)
@@ -80,12 +87,18 @@ class ValueLedger:
                 self._holders[executor] = self._holders.get(executor, 1) - 1
                 if self._holders[executor] <= 0:  # Its last holder let go: the worker drops it, and so do we.
                     del self._holders[executor]
+                    self._clients.pop(executor, None)
                     self._forget(lambda key: key[0] == executor)
 
     def _forget(self, matches: Callable[[tuple[str, str]], bool]) -> None:
         for kept in (self._values, self._structs, self._functions):
             for key in [key for key in kept if matches(key)]:
                 del kept[key]
+
+    def clients(self, executor: str) -> int | None:
+        """How many clients the executor was made for (its CLIENTS cardinality); None if it has none."""
+        with self._lock:
+            return self._clients.get(executor)
 
     def function(self, executor: str, ref: str) -> tuple[str, Any] | None:
         """(fingerprint, parameter Type proto or None) of a computation sent whole; None if not known."""

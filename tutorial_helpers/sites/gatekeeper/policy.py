@@ -8,9 +8,12 @@
   made by ``python -m tutorial_helpers.gatekeeper pin``; a call of an
   approved computation whose parameter holds a value of that name is
   refused if the controller sent another number.
+* `limits.txt`: the site's limits on what leaves it, ``NAME = NUMBER`` lines
+  (`LIMITS` lists the names): ``min_clients = 5`` refuses to send back the
+  result of a round in which the site has fewer than five clients.
 
-A running gatekeeper holds a `Policy`, which reads both files again whenever
-either changes: an approval withdrawn or a value pinned takes effect from the
+A running gatekeeper holds a `Policy`, which reads the files again whenever
+one changes: an approval withdrawn or a value pinned takes effect from the
 next call, without a restart. A file that no longer reads (a line broken by
 hand) makes the gatekeeper refuse every call until it is fixed: it fails
 closed.
@@ -26,10 +29,16 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["APPROVALS", "PINS", "Policy", "approve", "pin", "read_approvals", "read_pins"]
+__all__ = ["APPROVALS", "LIMITS", "LIMITS_FILE", "PINS", "Policy", "PolicyState", "approve", "pin",
+           "read_approvals", "read_limits", "read_pins", "set_limits"]
 
 APPROVALS = "approved.txt"
 PINS = "pins.txt"
+LIMITS_FILE = "limits.txt"
+# The limits a site may set, each with what it means (whole numbers of at least 1).
+LIMITS = {
+    "min_clients": "the fewest of the site's clients a round may have for the site to send back its result",
+}
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _PIN_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _APPROVALS_HEADER = """\
@@ -145,25 +154,82 @@ def pin(folder: str | os.PathLike, values: Mapping[str, float]) -> dict[str, flo
             comment = line[line.index("#"):] if "#" in line else ""
             lines[number] = f"{parsed[0]} = {left.pop(parsed[0])!r}" + (f"  {comment}" if comment else "")
     lines += [f"{name} = {value!r}" for name, value in left.items()]
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{PINS}.")
+    _replace(path, "\n".join(lines) + "\n")
+    return read_pins(folder)
+
+
+def read_limits(folder: str | os.PathLike) -> dict[str, int]:
+    """The site's limits, `limits.txt`: {name: whole number}; {} if there is no such file."""
+    path = Path(folder) / LIMITS_FILE
+    limits: dict[str, int] = {}
+    for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
+        parsed = _pin_line(line, path, number)
+        if parsed is None:
+            continue
+        name, value = parsed
+        if name not in LIMITS or value != int(value) or value < 1:
+            raise ValueError(f"{path}, line {number}: {line!r} is not a limit this kit knows with a whole number "
+                             f"of at least 1; the limits are: "
+                             + "; ".join(f"{known} ({what})" for known, what in LIMITS.items()) + ".")
+        limits[name] = int(value)
+    return limits
+
+
+def set_limits(folder: str | os.PathLike, values: Mapping[str, int]) -> dict[str, int]:
+    """Sets the site's limits `values` ({name: number}) in `limits.txt`, keeping its other lines; returns them all.
+
+    Replaces the file in one step; a running gatekeeper applies the new
+    limits from its next call.
+    """
+    folder = Path(folder)
+    path = folder / LIMITS_FILE
+    lines = path.read_text().splitlines() if path.exists() else [
+        "# What this site lets leave it: a result it would send back otherwise is refused."]
+    for name, value in values.items():
+        if name not in LIMITS or float(value) != int(value) or int(value) < 1:
+            raise ValueError(f"{name} = {value}: the limits are {', '.join(LIMITS)}, each a whole number of at "
+                             "least 1.")
+    left = {name: int(value) for name, value in values.items()}
+    for index, line in enumerate(lines):
+        parsed = _pin_line(line, path, index + 1)
+        if parsed is not None and parsed[0] in left:
+            lines[index] = f"{parsed[0]} = {left.pop(parsed[0])}"
+    lines += [f"{name} = {value}" for name, value in left.items()]
+    _replace(path, "\n".join(lines) + "\n")
+    return read_limits(folder)
+
+
+def _replace(path: Path, text: str) -> None:
+    """Writes `text` to `path` in one step: a reader sees the old file or the new one, never half of one."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write(text)
         if path.exists():
             os.chmod(temporary, path.stat().st_mode & 0o777)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
-    return read_pins(folder)
+
+
+class PolicyState(tuple):
+    """What a site's policy says now: `approvals`, `pins`, `limits`."""
+
+    def __new__(cls, approvals: dict[str, str], pins: dict[str, float], limits: dict[str, int]):
+        return super().__new__(cls, (approvals, pins, limits))
+
+    approvals = property(lambda self: self[0])
+    pins = property(lambda self: self[1])
+    limits = property(lambda self: self[2])
 
 
 class Policy:
-    """A site's approvals and pins as its files say now: read again whenever either file changes.
+    """A site's approvals, pins and limits as its files say now: read again whenever a file changes.
 
-    `current()` returns (approvals, pins), checking the two files' size,
-    modification time and inode first (a `stat` each, no read when nothing
-    changed). If a file no longer reads, it raises ValueError naming the
+    `current()` returns a `PolicyState` (approvals, pins, limits), checking
+    the files' size, modification time and inode first (a `stat` each, no
+    read when nothing changed). If a file no longer reads, it raises ValueError naming the
     file and line, and keeps raising until the file is fixed: a gatekeeper
     then refuses every call (fails closed). Thread-safe.
     """
@@ -171,7 +237,7 @@ class Policy:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self._seen: tuple | None = None
-        self._values: tuple[dict[str, str], dict[str, float]] = ({}, {})
+        self._values = PolicyState({}, {}, {})
         self._error: ValueError | None = None
         self._lock = threading.Lock()
         self.reloads = 0  # How many times the files were read (the first time included).
@@ -179,7 +245,7 @@ class Policy:
 
     def _stamp(self) -> tuple:
         stamps = []
-        for name in (APPROVALS, PINS):
+        for name in (APPROVALS, PINS, LIMITS_FILE):
             try:
                 info = os.stat(self.folder / name)
                 stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
@@ -187,14 +253,16 @@ class Policy:
                 stamps.append(None)
         return tuple(stamps)
 
-    def current(self) -> tuple[dict[str, str], dict[str, float]]:
+    def current(self) -> PolicyState:
         with self._lock:
             stamp = self._stamp()
             if stamp != self._seen:
                 self._seen = stamp
                 self.reloads += 1
                 try:
-                    self._values, self._error = (read_approvals(self.folder), read_pins(self.folder)), None
+                    self._values = PolicyState(read_approvals(self.folder), read_pins(self.folder),
+                                               read_limits(self.folder))
+                    self._error = None
                 except (OSError, ValueError) as e:
                     self._error = ValueError(f"the site's policy does not read ({e})")
             if self._error is not None:
@@ -208,3 +276,7 @@ class Policy:
     @property
     def pins(self) -> dict[str, float]:
         return self.current()[1]
+
+    @property
+    def limits(self) -> dict[str, int]:
+        return self.current()[2]

@@ -21,6 +21,7 @@ from tutorial_helpers.sites.gatekeeper.checks import (
     ApprovedComputations,
     Call,
     IncomingCheck,
+    MinimumCohort,
     NoDatasetsFromOutside,
     OutgoingFilter,
     PinnedValues,
@@ -43,14 +44,16 @@ def standard_chains(policy: Policy, max_result_bytes: int | None = None
     """The kit's chains for a site: (incoming checks, outgoing filters), in the order they run.
 
     In: only reviewed calls, no datasets from outside, only approved
-    computations, pinned values as pinned. Out: the result cap (if any),
-    then the ledger that `PinnedValues` reads.
+    computations, pinned values as pinned. Out: the site's minimum number
+    of clients, the result cap (if any), then the ledger that `PinnedValues`
+    and `MinimumCohort` read.
     """
     fingerprints = Fingerprints()
     ledger = ValueLedger(lambda computation: fingerprints.form(computation)[0])
     incoming = [ReviewedMethodsOnly(), NoDatasetsFromOutside(), ApprovedComputations(policy, fingerprints),
                 PinnedValues(policy, ledger)]
-    outgoing = [*([] if max_result_bytes is None else [ResultCap(max_result_bytes)]), RememberValues(ledger)]
+    outgoing = [MinimumCohort(policy, ledger), *([] if max_result_bytes is None else [ResultCap(max_result_bytes)]),
+                RememberValues(ledger)]
     return incoming, outgoing
 
 

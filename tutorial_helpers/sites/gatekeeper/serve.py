@@ -1,4 +1,4 @@
-"""The gatekeeper's process, and its commands: ``python -m tutorial_helpers.gatekeeper serve|approve|pin``.
+"""The gatekeeper's process, and its commands: ``python -m tutorial_helpers.gatekeeper serve|approve|pin|limit``.
 
 `serve` is what the kit starts (`Gatekeeper.command`), inside the site's
 private network: it starts the worker, waits until it listens, and serves
@@ -23,7 +23,15 @@ from pathlib import Path
 from tutorial_helpers.runtime import launcher
 from tutorial_helpers.runtime.workers import GRPC_OPTIONS
 from tutorial_helpers.sites.gatekeeper.audit_log import AUDIT_LOG, AuditLog
-from tutorial_helpers.sites.gatekeeper.policy import APPROVALS, Policy, approve, pin, read_approvals
+from tutorial_helpers.sites.gatekeeper.policy import (
+    APPROVALS,
+    LIMITS,
+    Policy,
+    approve,
+    pin,
+    read_approvals,
+    set_limits,
+)
 
 __all__ = ["HANDSHAKE_SECONDS", "main", "protos_without_tensorflow", "serve"]
 
@@ -63,7 +71,7 @@ def serve(args) -> int:
     folder = Path(args.folder)
     try:
         policy = Policy(folder)
-        approvals, pins = policy.current()
+        approvals, pins, limits = policy.current()
         log = AuditLog(folder / AUDIT_LOG)
     except (OSError, ValueError) as e:
         print(f"gatekeeper: site {args.site!r}: {e}", file=sys.stderr, flush=True)
@@ -90,8 +98,10 @@ def serve(args) -> int:
         limit = "none" if cap is None else f"{cap:,} bytes"
         tls = "no TLS" if args.tls is None else f"mutual TLS, serving only {args.controller!r}"
         pinned = ", ".join(f"{name} = {value}" for name, value in pins.items()) or "none"
+        limited = ", ".join(f"{name} = {value}" for name, value in limits.items()) or "none"
         log.write(f"gatekeeper started for site {args.site!r}: {len(approvals)} approved computations, "
-                  f"pinned values {pinned}, result limit {limit}, {tls}, worker pid {worker.pid}")
+                  f"pinned values {pinned}, limits {limited}, result size limit {limit}, {tls}, "
+                  f"worker pid {worker.pid}")
         while not stop.is_set() and worker.poll() is None:
             stop.wait(0.1)
     except TimeoutError as e:
@@ -144,7 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     pinning = commands.add_parser("pin", help="pin values (a learning rate) in a site's pins.txt")
     pinning.add_argument("folder", help="the site's gatekeeper folder")
     pinning.add_argument("values", nargs="+", metavar="NAME=NUMBER", help="client_work.learning_rate=0.02")
+    limiting = commands.add_parser("limit", help="set a site's limits on what leaves it (limits.txt)")
+    limiting.add_argument("folder", help="the site's gatekeeper folder")
+    limiting.add_argument("values", nargs="+", metavar="NAME=NUMBER",
+                          help="; ".join(f"{name}: {what}" for name, what in LIMITS.items()))
     args = parser.parse_args(argv)
+    if args.what == "limit":
+        given = {}
+        for value in args.values:
+            name, sep, number = value.partition("=")
+            if not sep or not number.strip().isdigit():
+                parser.error(f"{value!r} is not NAME=NUMBER with a whole number (for instance min_clients=5)")
+            given[name.strip()] = int(number)
+        try:
+            limits = set_limits(args.folder, given)
+        except (OSError, ValueError) as e:
+            parser.error(str(e))
+        for name, number in limits.items():
+            print(f"limit {name} = {number}")
+        return 0
     if args.what == "pin":
         given = {}
         for value in args.values:
