@@ -315,7 +315,7 @@ def test_the_incoming_checks_refuse_what_is_nested_reused_or_a_dataset_and_the_l
         NoDatasetsFromOutside,
         Refused,
     )
-    from tutorial_helpers.sites.gatekeeper.fingerprint import Fingerprints
+    from tutorial_helpers.sites.gatekeeper.fingerprints import Fingerprints
 
     def proto(computation):
         native = tff.backends.native.desugar_and_transform_to_native(computation)
@@ -393,7 +393,7 @@ def test_a_withdrawn_approval_or_a_new_pin_holds_from_the_next_call_and_a_broken
     from tensorflow_federated.proto.v0 import executor_pb2
 
     from tutorial_helpers.sites.gatekeeper.checks import ApprovedComputations, Call, Refused
-    from tutorial_helpers.sites.gatekeeper.fingerprint import Fingerprints
+    from tutorial_helpers.sites.gatekeeper.fingerprints import Fingerprints
 
     @tff.tensorflow.computation(np.int32)
     def add_one(x):
@@ -455,7 +455,7 @@ def read_file_computation():
 
 
 def test_function_names_are_renumbered_without_merging_two_names():
-    from tutorial_helpers.sites.gatekeeper.fingerprint import function_renames
+    from tutorial_helpers.sites.gatekeeper.fingerprints import function_renames
 
     renames = function_renames(["__inference_f_5", "__inference_f_05", "__inference_g_12_30", "plain"])
     assert renames == {"__inference_f_5": "__inference_f_0", "__inference_f_05": "__inference_f_1",

@@ -1,4 +1,4 @@
-"""``python -m tutorial_helpers.gatekeeper serve|approve|pin``: a site's gatekeeper, by its short name.
+"""``python -m tutorial_helpers.gatekeeper serve|approve|pin|limit``: a site's gatekeeper, by its short name.
 
 The gatekeeper lives in `tutorial_helpers.sites.gatekeeper`; this module
 keeps the command (and the names, for code written against earlier versions

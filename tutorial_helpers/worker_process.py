@@ -49,8 +49,7 @@ from tutorial_helpers.runtime.workers import (
     worker_binary_path,
 )
 
-__all__ = ["CountingStub", "RemoteWorker", "Worker", "WorkerProcess", "ping", "ping_channel",
-           "worker_binary_path"]
+__all__ = ["CountingStub", "RemoteWorker", "WorkerProcess", "ping", "ping_channel"]
 
 
 class _CallDetails(collections.namedtuple(

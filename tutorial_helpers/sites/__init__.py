@@ -11,6 +11,7 @@
 * `audit`: `ChannelAudit`, what the controller's side of a channel carried.
 * `tls`: a workshop's certificate authority, mutual TLS.
 * `server`: one site on a machine of its own (``python -m tutorial_helpers.site_server``).
+* `workspace`: `SiteWorkspace`, the one folder that holds everything of a site.
 
 The names below are importable from `tutorial_helpers.sites` itself; each
 module is imported when one of its names is first used, so that a site's
@@ -24,8 +25,9 @@ _NAMES = {
              "example_probes", "fed_avg_computations", "read_catalogue", "site_dataset_computation", "write_site"],
     "routing": ["PING_TIMEOUT", "RoundReport", "SiteContext", "catalogue_index", "plan_round", "sample_clients"],
     "context": ["SiteSpec", "create_site_context", "site_specs", "start_site"],
-    "worker": ["SiteWorker"],
+    "worker": ["RemoteSite", "SiteWorker"],
     "audit": ["ChannelAudit"],
+    "workspace": ["SiteWorkspace"],
 }
 _MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -10,7 +10,7 @@ the worker's own user (see "What it does not stop" below).
 
 * Each call passes a chain of *incoming checks* (`checks`): only calls
   whose meaning was reviewed, no dataset from outside (a site loads its own
-  data), only computations whose *fingerprint* (`fingerprint`) is on the
+  data), only computations whose *fingerprint* (`fingerprints`) is on the
   site's approval list, and pinned values (a learning rate) as pinned
   (`policy`: `approved.txt` and `pins.txt`, read again whenever they change).
 * The worker's answer passes a chain of *outgoing filters*: the site's
@@ -26,13 +26,19 @@ leak of the same size. On one machine as one user, that user owns the
 approval list and the log, and can reach the worker without the gatekeeper;
 only a user per site (the kit's root path) makes the gatekeeper the only way in.
 
-Modules: `fingerprint`, `policy`, `audit_log`, `ledger` (what the worker
+Modules: `fingerprints`, `policy`, `audit_log`, `ledger` (what the worker
 holds, for the pin check), `checks`, `proxy` (the gRPC servicer and the
 authentication), `spec` (`Gatekeeper`), `serve` (the process and its
 commands). Importing this package imports no TensorFlow.
 """
 
-from tutorial_helpers.sites.gatekeeper.audit_log import AUDIT_LOG, AuditLog, read_audit_log
+from tutorial_helpers.sites.gatekeeper.audit_log import (
+    AUDIT_LOG,
+    AuditLog,
+    BrokenAuditLog,
+    audit_log_problems,
+    read_audit_log,
+)
 from tutorial_helpers.sites.gatekeeper.checks import (
     REVIEWED_METHODS,
     SERVICE,
@@ -41,7 +47,7 @@ from tutorial_helpers.sites.gatekeeper.checks import (
     Unauthenticated,
     executor_methods,
 )
-from tutorial_helpers.sites.gatekeeper.fingerprint import fingerprint, site_part
+from tutorial_helpers.sites.gatekeeper.fingerprints import fingerprint, site_part
 from tutorial_helpers.sites.gatekeeper.policy import (
     APPROVALS,
     LIMITS_FILE,
@@ -57,6 +63,6 @@ from tutorial_helpers.sites.gatekeeper.policy import (
 from tutorial_helpers.sites.gatekeeper.spec import GATEKEEPER_PORT, Gatekeeper
 
 __all__ = ["APPROVALS", "AUDIT_LOG", "GATEKEEPER_PORT", "LIMITS_FILE", "PINS", "REVIEWED_METHODS", "SERVICE",
-           "AuditLog", "Call", "Gatekeeper", "Policy", "Refused", "Unauthenticated", "approve", "executor_methods",
-           "fingerprint", "pin", "read_approvals", "read_audit_log", "read_limits", "read_pins", "set_limits",
-           "site_part"]
+           "AuditLog", "BrokenAuditLog", "Call", "Gatekeeper", "Policy", "Refused", "Unauthenticated",
+           "approve", "audit_log_problems", "executor_methods", "fingerprint", "pin", "read_approvals",
+           "read_audit_log", "read_limits", "read_pins", "set_limits", "site_part"]

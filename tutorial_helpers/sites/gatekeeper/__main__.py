@@ -1,4 +1,4 @@
-"""``python -m tutorial_helpers.sites.gatekeeper serve|approve|pin``; also ``python -m tutorial_helpers.gatekeeper``."""
+"""``python -m tutorial_helpers.sites.gatekeeper serve|approve|pin|limit`` (or ``tutorial_helpers.gatekeeper``)."""
 
 import sys
 

@@ -1,7 +1,7 @@
 """A site's audit log, `audit.log`: one line per call the gatekeeper saw, and what it did with it.
 
 Each line is a number, a link, a UTC time, the call, its bytes in and out,
-the verdict (forwarded, refused, error) and a detail after `` -- ``. Lines
+the verdict (forwarded, refused, error) and, after two dashes, a detail. Lines
 are only ever appended, one `write` each, under a lock (two gatekeepers of
 one site may share the file). Text from the controller or the worker (in an
 error) is escaped, so it cannot start a line of its own.

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 from typing import Any, Protocol
 
-from tutorial_helpers.sites.gatekeeper.fingerprint import CacheKeyReused, Fingerprints
+from tutorial_helpers.sites.gatekeeper.fingerprints import CacheKeyReused, Fingerprints
 from tutorial_helpers.sites.gatekeeper.ledger import ValueLedger, positions, same_number
 from tutorial_helpers.sites.gatekeeper.policy import APPROVALS, LIMITS_FILE, PINS, Policy
 

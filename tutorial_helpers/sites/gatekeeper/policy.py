@@ -1,4 +1,4 @@
-"""A site's policy, in files its owner reads and edits: what it approved, and the values it pins.
+"""A site's policy, in files its owner reads and edits: what it approved, the values it pins, its limits.
 
 * `approved.txt`: one computation per line, its fingerprint then a
   description. ``python -m tutorial_helpers.gatekeeper approve FOLDER
@@ -73,7 +73,7 @@ def approve(folder: str | os.PathLike, computations: Mapping[str, object]) -> di
     Returns {fingerprint: description} of what was added (fingerprints
     already on the list are left as they are). Makes `folder` if needed.
     """
-    from tutorial_helpers.sites.gatekeeper.fingerprint import fingerprint, site_part
+    from tutorial_helpers.sites.gatekeeper.fingerprints import fingerprint, site_part
 
     folder = Path(folder)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)

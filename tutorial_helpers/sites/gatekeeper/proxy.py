@@ -32,7 +32,7 @@ from tutorial_helpers.sites.gatekeeper.checks import (
     Unauthenticated,
     executor_methods,
 )
-from tutorial_helpers.sites.gatekeeper.fingerprint import Fingerprints
+from tutorial_helpers.sites.gatekeeper.fingerprints import Fingerprints
 from tutorial_helpers.sites.gatekeeper.ledger import ValueLedger
 from tutorial_helpers.sites.gatekeeper.policy import Policy
 

@@ -159,36 +159,25 @@ def main(argv: list[str] | None = None) -> int:
     limiting.add_argument("values", nargs="+", metavar="NAME=NUMBER",
                           help="; ".join(f"{name}: {what}" for name, what in LIMITS.items()))
     args = parser.parse_args(argv)
-    if args.what == "limit":
-        given = {}
-        for value in args.values:
-            name, sep, number = value.partition("=")
-            if not sep or not number.strip().isdigit():
-                parser.error(f"{value!r} is not NAME=NUMBER with a whole number (for instance min_clients=5)")
-            given[name.strip()] = int(number)
-        try:
-            limits = set_limits(args.folder, given)
-        except (OSError, ValueError) as e:
-            parser.error(str(e))
-        for name, number in limits.items():
-            print(f"limit {name} = {number}")
-        return 0
-    if args.what == "pin":
+    if args.what in ("limit", "pin"):
+        whole = args.what == "limit"
+        example = "min_clients=5" if whole else "client_work.learning_rate=0.02"
         given = {}
         for value in args.values:
             name, sep, number = value.partition("=")
             try:
-                given[name.strip()] = float(number)
+                given[name.strip()] = int(number) if whole else float(number)
             except ValueError:
                 sep = ""
             if not sep:
-                parser.error(f"{value!r} is not NAME=NUMBER (for instance client_work.learning_rate=0.02)")
+                parser.error(f"{value!r} is not NAME=NUMBER{' with a whole number' if whole else ''} (for instance "
+                             f"{example})")
         try:
-            pins = pin(args.folder, given)
+            now = (set_limits if whole else pin)(args.folder, given)
         except (OSError, ValueError) as e:
             parser.error(str(e))
-        for name, number in pins.items():
-            print(f"pinned {name} = {number}")
+        for name, number in now.items():
+            print(f"{'limit' if whole else 'pinned'} {name} = {number}")
         return 0
     if args.what == "serve":
         protos_without_tensorflow()
