@@ -1,8 +1,8 @@
 # The kit in a Linux x86-64 container, for machines where TensorFlow Federated
 # 0.87 does not install: macOS (Intel and Apple Silicon), Windows, Linux on ARM.
 # TFF 0.87 ships only a manylinux x86-64 wheel, so the image is linux/amd64
-# everywhere; on Apple Silicon it runs under emulation. README.md has the
-# commands for each system; in short:
+# everywhere; on Apple Silicon it runs under emulation. docs/where_to_run.md
+# has the notes for each system; the commands, as in README.md:
 #
 #   docker build --platform linux/amd64 -t tff-remote-data-kit .
 #   docker run --rm -it --init --platform linux/amd64 -p 127.0.0.1:8888:8888 tff-remote-data-kit
