@@ -28,6 +28,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = ["APPROVALS", "LIMITS", "LIMITS_FILE", "PINS", "Policy", "PolicyState", "approve", "pin",
            "read_approvals", "read_limits", "read_pins", "set_limits"]
@@ -213,15 +214,12 @@ def _replace(path: Path, text: str) -> None:
         raise
 
 
-class PolicyState(tuple):
-    """What a site's policy says now: `approvals`, `pins`, `limits`."""
+class PolicyState(NamedTuple):
+    """What a site's policy says now."""
 
-    def __new__(cls, approvals: dict[str, str], pins: dict[str, float], limits: dict[str, int]):
-        return super().__new__(cls, (approvals, pins, limits))
-
-    approvals = property(lambda self: self[0])
-    pins = property(lambda self: self[1])
-    limits = property(lambda self: self[2])
+    approvals: dict[str, str]
+    pins: dict[str, float]
+    limits: dict[str, int]
 
 
 class Policy:
