@@ -754,14 +754,15 @@ def test_a_one_client_round_gives_its_digit_back_unless_the_site_refuses_rounds_
 def test_a_sites_limits_are_checked_and_rounds_can_be_drawn_to_meet_them(tmp_path):
     from tutorial_helpers.sites import sample_clients
 
-    with pytest.raises(ValueError, match="the limits are min_clients, each a whole number of at least 1"):
+    with pytest.raises(ValueError, match="min_clients is a whole number of at least 1. The limits are: min_clients"):
         gatekeeper.set_limits(tmp_path, {"min_clients": 0})
-    with pytest.raises(ValueError, match="the limits are min_clients"):
+    with pytest.raises(ValueError, match="max_epsilon = 3: it is not a limit this kit knows. The limits are: "
+                                         "min_clients, .*; noise_multiplier, .*; epsilon, .*; delta, "):
         gatekeeper.set_limits(tmp_path, {"max_epsilon": 3})
     assert not (tmp_path / gatekeeper.LIMITS_FILE).exists()  # A refused limit writes nothing.
     assert gatekeeper.set_limits(tmp_path, {"min_clients": 3}) == {"min_clients": 3}
     (tmp_path / gatekeeper.LIMITS_FILE).write_text("min_clients = 2.5\n")
-    with pytest.raises(ValueError, match=r"limits.txt, line 1: 'min_clients = 2.5' is not a limit this kit knows"):
+    with pytest.raises(ValueError, match=r"limits.txt, line 1: 'min_clients = 2.5': min_clients is a whole number"):
         gatekeeper.read_limits(tmp_path)
 
     catalogue = {"hospital": [f"h{i}" for i in range(60)], "clinic": [f"c{i}" for i in range(30)],

@@ -21,8 +21,9 @@ gatekeeper process, which lives in this package, imports no TensorFlow.
 import importlib
 
 _NAMES = {
-    "data": ["CATALOGUE", "CLIENTS_FOLDER", "build_site_fed_avg", "build_site_fed_eval", "client_file",
-             "example_probes", "fed_avg_computations", "read_catalogue", "site_dataset_computation", "write_site"],
+    "data": ["CATALOGUE", "CLIENTS_FOLDER", "build_site_dp_fed_avg", "build_site_fed_avg", "build_site_fed_eval",
+             "client_file", "dp_fed_avg_computations", "example_probes", "fed_avg_computations", "read_catalogue",
+             "site_dataset_computation", "write_site"],
     "routing": ["PING_TIMEOUT", "RoundReport", "SiteContext", "catalogue_index", "plan_round", "sample_clients"],
     "context": ["SiteSpec", "create_site_context", "site_specs", "start_site"],
     "worker": ["RemoteSite", "SiteWorker"],

@@ -23,14 +23,16 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tutorial_helpers import data as kit_data
 from tutorial_helpers import model
 
-__all__ = ["CATALOGUE", "CLIENTS_FOLDER", "build_site_fed_avg", "build_site_fed_eval", "client_file",
-           "example_probes", "fed_avg_computations", "read_catalogue", "site_dataset_computation", "write_site"]
+__all__ = ["CATALOGUE", "CLIENTS_FOLDER", "build_site_dp_fed_avg", "build_site_fed_avg", "build_site_fed_eval",
+           "client_file", "dp_fed_avg_computations", "example_probes", "fed_avg_computations", "read_catalogue",
+           "site_dataset_computation", "write_site"]
 
 CLIENTS_FOLDER = "clients"  # In a site's root; a client's file is clients/<id>.tfrecord.
 CATALOGUE = "catalogue.json"
@@ -150,6 +152,50 @@ def build_site_fed_avg(client_learning_rate: float = 0.02, server_learning_rate:
     """Federated Averaging whose clients are ids, each client's data loaded at its site (notebook 07's)."""
     return tff.simulation.compose_dataset_computation_with_learning_process(
         site_dataset_computation(), model.build_fed_avg(client_learning_rate, server_learning_rate))
+
+
+def _norm_in_state(clipping_norm: float) -> tff.templates.EstimationProcess:
+    """A clipping norm that stays as it is, kept in the round's state (so a site can pin it), not in the graph."""
+    init_fn = tff.federated_computation(lambda: tff.federated_value(np.float32(clipping_norm), tff.SERVER))
+    next_fn = tff.federated_computation(lambda state, norm: state, init_fn.type_signature.result,
+                                        tff.FederatedType(np.float32, tff.CLIENTS))
+    report_fn = tff.federated_computation(lambda state: state, init_fn.type_signature.result)
+    return tff.templates.EstimationProcess(init_fn, next_fn, report_fn)
+
+
+def build_site_dp_fed_avg(clipping_norm: float = 0.5, clients_per_round: int = 10,
+                          client_learning_rate: float = 0.02, server_learning_rate: float = 1.0):
+    """Federated Averaging whose each client's update is clipped at its site, for a site that adds noise.
+
+    Unweighted: each client's update (its model's change) is clipped to L2
+    norm `clipping_norm`, inside the computation, at the site; the round
+    sums them (`tff.aggregators.clipping_factory` around a sum), and the
+    server divides the sum by `clients_per_round` and applies it with
+    `server_learning_rate`. The norm is in the round's state
+    (``aggregator.clipping_norm``), where the site pins it
+    (`python -m tutorial_helpers.gatekeeper pin FOLDER clipping_norm=0.5`),
+    so a controller cannot send another; the site's gatekeeper then adds
+    its noise to its partial sum (`gatekeeper.release`). Clients are ids,
+    each client's data loaded at its site, as in `build_site_fed_avg`.
+    """
+    process = tff.learning.algorithms.build_unweighted_fed_avg(
+        model.model_fn,
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=client_learning_rate),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=server_learning_rate / clients_per_round),
+        model_aggregator=tff.aggregators.clipping_factory(_norm_in_state(clipping_norm),
+                                                          tff.aggregators.SumFactory()))
+    return tff.simulation.compose_dataset_computation_with_learning_process(site_dataset_computation(), process)
+
+
+def dp_fed_avg_computations() -> dict[str, tff.Computation]:
+    """What a site approves to take part in training whose updates it clips and noises (notebook 09).
+
+    ``python -m tutorial_helpers.gatekeeper approve FOLDER tutorial_helpers.sites:dp_fed_avg_computations``
+    Any clipping norm, client count or learning rate builds the same
+    computation: they are in its state, not its graph.
+    """
+    return {"Federated Averaging round, each client's update clipped at the state's aggregator.clipping_norm "
+            "(sites.build_site_dp_fed_avg)": build_site_dp_fed_avg().next}
 
 
 def build_site_fed_eval():

@@ -182,7 +182,7 @@ class PinnedValues:
         if function is None:
             raise Refused(f"Site {call.site!r} refused a call of a computation it did not see sent whole: it "
                           f"checks its pinned values ({PINS}) only on computations sent to it as such.")
-        found, parameter = function
+        found, parameter, _ = function
         checked, absent = [], []
         for name, pinned in pins.items():
             places = [] if parameter is None else positions(parameter, name.split("."))

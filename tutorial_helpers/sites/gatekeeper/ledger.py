@@ -11,12 +11,20 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["ValueLedger", "numbers", "positions", "same_number"]
+__all__ = ["Function", "ValueLedger", "numbers", "positions", "same_number", "type_at"]
 
 # The largest array the ledger keeps whole: pins are scalars, model weights are not kept.
 KEPT_ARRAY_BYTES = 1024
+
+
+class Function(NamedTuple):
+    """A computation the controller sent whole: its fingerprint and its parameter and result types (Type protos)."""
+
+    fingerprint: str
+    parameter: Any  # None for a computation without a parameter.
+    result: Any
 
 
 class ValueLedger:
@@ -36,11 +44,12 @@ class ValueLedger:
       the site's clients in that round.
 
     What it keeps: computations sent whole (their fingerprint, through
-    `fingerprint_of`, and their parameter type); values sent whole, with
-    arrays over `KEPT_ARRAY_BYTES` cleared (so a pin there is refused, not
-    read); and structs of refs. It does not know results of calls or
-    selections: `numbers_at` refuses those. Call `record` after the worker
-    answered a call; every method is thread-safe.
+    `fingerprint_of`, and their parameter and result types); values sent
+    whole, with arrays over `KEPT_ARRAY_BYTES` cleared (so a pin there is
+    refused, not read); structs of refs; and which computation each call's
+    result came from (`called`). It does not know what results of calls or
+    selections hold: `numbers_at` refuses those. Call `record` after the
+    worker answered a call; every method is thread-safe.
     """
 
     def __init__(self, fingerprint_of: Callable[[Any], str]):
@@ -50,7 +59,8 @@ class ValueLedger:
         self._fingerprint_of = fingerprint_of
         self._values: dict[tuple[str, str], Any] = {}  # Values sent whole (Value protos, pruned).
         self._structs: dict[tuple[str, str], list[tuple[str, str]]] = {}  # Structs of such refs.
-        self._functions: dict[tuple[str, str], tuple[str, Any]] = {}  # Computations: (fingerprint, parameter).
+        self._functions: dict[tuple[str, str], Function] = {}  # Computations sent whole.
+        self._calls: dict[tuple[str, str], Function] = {}  # Results of calls: the computation called.
         self._holders: dict[str, int] = {}  # Executor id -> GetExecutor answers not yet disposed of.
         self._clients: dict[str, int] = {}  # Executor id -> its CLIENTS cardinality (a round's clients here).
         self._lock = threading.RLock()
@@ -70,14 +80,23 @@ class ValueLedger:
                 key = (parsed.executor.id, pb2.CreateValueResponse.FromString(answer).value_ref.id)
                 if parsed.value.WhichOneof("value") == "computation":
                     computation = parsed.value.computation
-                    parameter = computation.type.function.parameter if computation.type.HasField("function") else None
-                    self._functions[key] = (self._fingerprint_of(computation), parameter)
+                    function = computation.type.function
+                    self._functions[key] = Function(
+                        self._fingerprint_of(computation),
+                        function.parameter if function.HasField("parameter") else None,
+                        function.result if function.HasField("result") else None)
                 else:
                     self._values[key] = _pruned(parsed.value)
             elif method == "CreateStruct":
                 parsed = pb2.CreateStructRequest.FromString(request)
                 key = (parsed.executor.id, pb2.CreateStructResponse.FromString(answer).value_ref.id)
                 self._structs[key] = [(parsed.executor.id, element.value_ref.id) for element in parsed.element]
+            elif method == "CreateCall":
+                parsed = pb2.CreateCallRequest.FromString(request)
+                called = self._functions.get((parsed.executor.id, parsed.function_ref.id))
+                if called is not None:
+                    key = (parsed.executor.id, pb2.CreateCallResponse.FromString(answer).value_ref.id)
+                    self._calls[key] = called
             elif method == "Dispose":
                 parsed = pb2.DisposeRequest.FromString(request)
                 for ref in parsed.value_ref:
@@ -91,7 +110,7 @@ class ValueLedger:
                     self._forget(lambda key: key[0] == executor)
 
     def _forget(self, matches: Callable[[tuple[str, str]], bool]) -> None:
-        for kept in (self._values, self._structs, self._functions):
+        for kept in (self._values, self._structs, self._functions, self._calls):
             for key in [key for key in kept if matches(key)]:
                 del kept[key]
 
@@ -100,10 +119,15 @@ class ValueLedger:
         with self._lock:
             return self._clients.get(executor)
 
-    def function(self, executor: str, ref: str) -> tuple[str, Any] | None:
-        """(fingerprint, parameter Type proto or None) of a computation sent whole; None if not known."""
+    def function(self, executor: str, ref: str) -> Function | None:
+        """The computation sent whole under `ref`; None if not known."""
         with self._lock:
             return self._functions.get((executor, ref))
+
+    def called(self, executor: str, ref: str) -> Function | None:
+        """The computation whose call made the value `ref` (a `CreateCall`'s result); None if not known."""
+        with self._lock:
+            return self._calls.get((executor, ref))
 
     def numbers_at(self, executor: str, ref: str, position: list) -> list[float]:
         """The numbers at `position` (struct indices, "*" for every member of a federated value) of a value.
@@ -154,6 +178,16 @@ def positions(parameter, wanted: list[str]) -> list[tuple[str, list]]:
 
     walk(parameter, [], [])
     return found
+
+
+def type_at(type_proto, position: list):
+    """The Type proto at `position` (struct indices, "*" into a federated type) of `type_proto`."""
+    for step in position:
+        if step == "*":
+            type_proto = type_proto.federated.member
+        else:
+            type_proto = type_proto.struct.element[step].value
+    return type_proto
 
 
 _NUMBER_LISTS = {"float32_list": 1, "float64_list": 2, "int32_list": 3, "int64_list": 9}  # Kind: its DataType.

@@ -10,7 +10,11 @@
   refused if the controller sent another number.
 * `limits.txt`: the site's limits on what leaves it, ``NAME = NUMBER`` lines
   (`LIMITS` lists the names): ``min_clients = 5`` refuses to send back the
-  result of a round in which the site has fewer than five clients.
+  result of a round in which the site has fewer than five clients;
+  ``noise_multiplier = 1.0`` adds Gaussian noise to each round's update sum
+  (its standard deviation the multiplier times the clipping norm the site
+  pins) and withholds the round's metrics and counts; ``epsilon = 8`` and
+  ``delta = 1e-5`` are the privacy budget, after which rounds are refused.
 
 A running gatekeeper holds a `Policy`, which reads the files again whenever
 one changes: an approval withdrawn or a value pinned takes effect from the
@@ -30,16 +34,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["APPROVALS", "LIMITS", "LIMITS_FILE", "PINS", "Policy", "PolicyState", "approve", "pin",
+__all__ = ["APPROVALS", "CLIPPING_NORM", "LIMITS", "LIMITS_FILE", "PINS", "Policy", "PolicyState", "approve", "pin",
            "read_approvals", "read_limits", "read_pins", "set_limits"]
 
 APPROVALS = "approved.txt"
 PINS = "pins.txt"
 LIMITS_FILE = "limits.txt"
-# The limits a site may set, each with what it means (whole numbers of at least 1).
+# The limits a site may set, each with what it means and the numbers it takes.
 LIMITS = {
-    "min_clients": "the fewest of the site's clients a round may have for the site to send back its result",
+    "min_clients": "the fewest of the site's clients a round may have for the site to send back its result "
+                   "(a whole number, at least 1)",
+    "noise_multiplier": "the site's Gaussian noise on each round's update sum, as a multiple of the clipping norm "
+                        "it pins (clipping_norm in pins.txt); the round's metrics and counts are then withheld "
+                        "(a number above 0)",
+    "epsilon": "the privacy budget: no round is answered that would take the site's epsilon past it, at its "
+               "delta (a number above 0; needs noise_multiplier and delta)",
+    "delta": "the delta of the privacy budget (a number between 0 and 1, below one over the number of the "
+             "site's clients)",
 }
+# The pin a site's noise needs: the L2 norm at which the approved round clips each client's update.
+CLIPPING_NORM = "clipping_norm"
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _PIN_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _APPROVALS_HEADER = """\
@@ -159,43 +173,84 @@ def pin(folder: str | os.PathLike, values: Mapping[str, float]) -> dict[str, flo
     return read_pins(folder)
 
 
-def read_limits(folder: str | os.PathLike) -> dict[str, int]:
-    """The site's limits, `limits.txt`: {name: whole number}; {} if there is no such file."""
+def _limit_problem(name: str, value: float) -> str | None:
+    """What is wrong with the limit `name` = `value`; None if nothing is."""
+    if name not in LIMITS:
+        return "it is not a limit this kit knows"
+    if name == "min_clients" and (value != int(value) or value < 1):
+        return "min_clients is a whole number of at least 1"
+    if name in ("noise_multiplier", "epsilon") and not value > 0:
+        return f"{name} is a number above 0"
+    if name == "delta" and not 0 < value < 1:
+        return "delta is a number between 0 and 1"
+    return None
+
+
+def _limits_problem(limits: Mapping[str, float]) -> str | None:
+    """What is wrong with a set of limits taken together; None if nothing is."""
+    if ("epsilon" in limits) != ("delta" in limits):
+        return "a privacy budget needs both epsilon and delta"
+    if "epsilon" in limits and "noise_multiplier" not in limits:
+        return "a privacy budget (epsilon) needs noise_multiplier: without noise, one round spends it all"
+    return None
+
+
+def _limit_value(name: str, value: float) -> int | float:
+    return int(value) if name == "min_clients" else float(value)
+
+
+def read_limits(folder: str | os.PathLike) -> dict[str, int | float]:
+    """The site's limits, `limits.txt`: {name: number}; {} if there is no such file.
+
+    ValueError names the file and line of a limit the kit does not know or
+    a number it cannot take, and says what the limits are.
+    """
     path = Path(folder) / LIMITS_FILE
-    limits: dict[str, int] = {}
+    limits: dict[str, int | float] = {}
     for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
         parsed = _pin_line(line, path, number)
         if parsed is None:
             continue
         name, value = parsed
-        if name not in LIMITS or value != int(value) or value < 1:
-            raise ValueError(f"{path}, line {number}: {line!r} is not a limit this kit knows with a whole number "
-                             f"of at least 1; the limits are: "
-                             + "; ".join(f"{known} ({what})" for known, what in LIMITS.items()) + ".")
-        limits[name] = int(value)
+        problem = _limit_problem(name, value)
+        if problem is not None:
+            raise ValueError(f"{path}, line {number}: {line!r}: {problem}; the limits are: "
+                             + "; ".join(f"{known}, {what}" for known, what in LIMITS.items()) + ".")
+        limits[name] = _limit_value(name, value)
+    problem = _limits_problem(limits)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}. Set it with `python -m tutorial_helpers.gatekeeper limit`.")
     return limits
 
 
-def set_limits(folder: str | os.PathLike, values: Mapping[str, int]) -> dict[str, int]:
+def set_limits(folder: str | os.PathLike, values: Mapping[str, float]) -> dict[str, int | float]:
     """Sets the site's limits `values` ({name: number}) in `limits.txt`, keeping its other lines; returns them all.
 
     Replaces the file in one step; a running gatekeeper applies the new
-    limits from its next call.
+    limits from its next call. Refuses (ValueError, nothing written) a limit
+    the kit does not know, a number it cannot take, or a set that does not
+    hold together (a budget without noise).
     """
     folder = Path(folder)
     path = folder / LIMITS_FILE
+    for name, value in values.items():
+        problem = _limit_problem(name, float(value))
+        if problem is not None:
+            raise ValueError(f"{name} = {value}: {problem}. The limits are: "
+                             + "; ".join(f"{known}, {what}" for known, what in LIMITS.items()) + ".")
+    current = read_limits(folder)
+    problem = _limits_problem({**current, **values})
+    if problem is not None:
+        raise ValueError(f"{problem}: set them in one command (for instance noise_multiplier=1.0 epsilon=8 "
+                         "delta=1e-5).")
     lines = path.read_text().splitlines() if path.exists() else [
         "# What this site lets leave it: a result it would send back otherwise is refused."]
-    for name, value in values.items():
-        if name not in LIMITS or float(value) != int(value) or int(value) < 1:
-            raise ValueError(f"{name} = {value}: the limits are {', '.join(LIMITS)}, each a whole number of at "
-                             "least 1.")
-    left = {name: int(value) for name, value in values.items()}
+    left = {name: _limit_value(name, float(value)) for name, value in values.items()}
     for index, line in enumerate(lines):
         parsed = _pin_line(line, path, index + 1)
         if parsed is not None and parsed[0] in left:
-            lines[index] = f"{parsed[0]} = {left.pop(parsed[0])}"
-    lines += [f"{name} = {value}" for name, value in left.items()]
+            lines[index] = f"{parsed[0]} = {left.pop(parsed[0])!r}"
+    lines += [f"{name} = {value!r}" for name, value in left.items()]
     _replace(path, "\n".join(lines) + "\n")
     return read_limits(folder)
 
@@ -219,7 +274,7 @@ class PolicyState(NamedTuple):
 
     approvals: dict[str, str]
     pins: dict[str, float]
-    limits: dict[str, int]
+    limits: dict[str, int | float]
 
 
 class Policy:
@@ -276,5 +331,5 @@ class Policy:
         return self.current()[1]
 
     @property
-    def limits(self) -> dict[str, int]:
+    def limits(self) -> dict[str, int | float]:
         return self.current()[2]

@@ -35,6 +35,7 @@ from tutorial_helpers.sites.gatekeeper.checks import (
 from tutorial_helpers.sites.gatekeeper.fingerprints import Fingerprints
 from tutorial_helpers.sites.gatekeeper.ledger import ValueLedger
 from tutorial_helpers.sites.gatekeeper.policy import Policy
+from tutorial_helpers.sites.gatekeeper.release import PrivacyBudget, SiteNoise
 
 __all__ = ["ControllerOnly", "Gate", "standard_chains"]
 
@@ -45,15 +46,16 @@ def standard_chains(policy: Policy, max_result_bytes: int | None = None
 
     In: only reviewed calls, no datasets from outside, only approved
     computations, pinned values as pinned. Out: the site's minimum number
-    of clients, the result cap (if any), then the ledger that `PinnedValues`
-    and `MinimumCohort` read.
+    of clients, its noise (`release.SiteNoise`) and its privacy budget
+    (`release.PrivacyBudget`) if its limits set them, the result cap (if
+    any), then the ledger that the other checks and filters read.
     """
     fingerprints = Fingerprints()
     ledger = ValueLedger(lambda computation: fingerprints.form(computation)[0])
     incoming = [ReviewedMethodsOnly(), NoDatasetsFromOutside(), ApprovedComputations(policy, fingerprints),
                 PinnedValues(policy, ledger)]
-    outgoing = [MinimumCohort(policy, ledger), *([] if max_result_bytes is None else [ResultCap(max_result_bytes)]),
-                RememberValues(ledger)]
+    outgoing = [MinimumCohort(policy, ledger), SiteNoise(policy, ledger), PrivacyBudget(policy),
+                *([] if max_result_bytes is None else [ResultCap(max_result_bytes)]), RememberValues(ledger)]
     return incoming, outgoing
 
 

@@ -160,24 +160,23 @@ def main(argv: list[str] | None = None) -> int:
                           help="; ".join(f"{name}: {what}" for name, what in LIMITS.items()))
     args = parser.parse_args(argv)
     if args.what in ("limit", "pin"):
-        whole = args.what == "limit"
-        example = "min_clients=5" if whole else "client_work.learning_rate=0.02"
+        limiting = args.what == "limit"
+        example = "min_clients=5" if limiting else "client_work.learning_rate=0.02"
         given = {}
         for value in args.values:
             name, sep, number = value.partition("=")
             try:
-                given[name.strip()] = int(number) if whole else float(number)
+                given[name.strip()] = float(number)
             except ValueError:
                 sep = ""
             if not sep:
-                parser.error(f"{value!r} is not NAME=NUMBER{' with a whole number' if whole else ''} (for instance "
-                             f"{example})")
+                parser.error(f"{value!r} is not NAME=NUMBER (for instance {example})")
         try:
-            now = (set_limits if whole else pin)(args.folder, given)
+            now = (set_limits if limiting else pin)(args.folder, given)
         except (OSError, ValueError) as e:
             parser.error(str(e))
         for name, number in now.items():
-            print(f"{'limit' if whole else 'pinned'} {name} = {number}")
+            print(f"{'limit' if limiting else 'pinned'} {name} = {number}")
         return 0
     if args.what == "serve":
         protos_without_tensorflow()
