@@ -222,8 +222,11 @@ class _FrameReader:
         self.name = "the DataFrame"
         self.columns = [str(column) for column in frame.columns]
 
-    def column(self, name: str) -> np.ndarray:
-        return self.frame[name].to_numpy(dtype=object)
+    def codes(self, name: str) -> tuple[np.ndarray, list]:
+        import pandas as pd
+
+        codes, uniques = pd.factorize(self.frame[name], use_na_sentinel=True)
+        return codes.astype(np.int64), list(uniques)
 
     def rows(self, positions: np.ndarray, names: Sequence[str]):
         return self.frame.iloc[positions][list(names)].reset_index(drop=True)
@@ -247,8 +250,12 @@ class _ParquetReader:
         sizes = [self.file.metadata.row_group(i).num_rows for i in range(self.file.num_row_groups)]
         self.group_ends = np.cumsum(sizes, dtype=np.int64)
 
-    def column(self, name: str) -> np.ndarray:
-        return self.file.read(columns=[name]).column(0).to_numpy(zero_copy_only=False).astype(object)
+    def codes(self, name: str) -> tuple[np.ndarray, list]:
+        import pyarrow.compute as pc
+
+        encoded = pc.dictionary_encode(self.file.read(columns=[name]).column(0)).combine_chunks()
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return codes, encoded.dictionary.to_pylist()
 
     def rows(self, positions: np.ndarray, names: Sequence[str]):
         group_of = np.searchsorted(self.group_ends, positions, side="right")
@@ -318,15 +325,15 @@ class _CsvReader:
         self.columns = [str(column) for column in header.columns]
         self.starts, self.ends, self.header_end = _record_spans(path)
 
-    def column(self, name: str) -> np.ndarray:
+    def codes(self, name: str) -> tuple[np.ndarray, list]:
         import pandas as pd
 
-        values = pd.read_csv(self.path, usecols=[name], dtype=str)[name].to_numpy(dtype=object)
+        values = pd.read_csv(self.path, usecols=[name], dtype={name: "category"})[name]
         if len(values) != len(self.starts):
             raise OwnDataError(f"{self.path}: pandas reads {len(values)} rows and the row index {len(self.starts)}; "
                                "the file has quoting that the kit's index does not follow (quotes inside unquoted "
                                "fields?). Rewrite it with pandas (DataFrame.to_csv) or use Parquet.")
-        return values
+        return values.cat.codes.to_numpy(dtype=np.int64), list(values.cat.categories)
 
     def rows(self, positions: np.ndarray, names: Sequence[str]):
         import pandas as pd
@@ -394,12 +401,17 @@ class TableSource(ClientSource):
         self.feature_columns = tuple(feature_columns)
         self.label_column, self.client_column, self.site_column = label_column, client_column, site_column
         self._check_columns()
-        raw_labels = self.reader.column(label_column)
-        if len(raw_labels) == 0:
+        label_codes, label_uniques = self.reader.codes(label_column)
+        if len(label_codes) == 0:
             raise OwnDataError(f"{self.reader.name} has a header and no rows: nothing to make clients of. Check that "
                                "the file was written completely, and that it is the file you meant.")
-        self._labels = labels if labels is not None else LabelMap(v for v in set(raw_labels) if not _is_missing(v))
-        self.encoded_labels = self._labels.encode(raw_labels, self.reader.row_name)
+        if (label_codes < 0).any():
+            raise UnknownLabelError(f"{self.reader.row_name(int(np.argmax(label_codes < 0)))}: the label is missing. "
+                                    "Drop the rows without a label, or fill them in, before making the source.")
+        self._labels = labels if labels is not None else LabelMap(label_uniques)
+        where = self.reader.row_name
+        self.encoded_labels = self._labels.encode(label_uniques, lambda i: where(int(np.argmax(label_codes == i))))[
+            label_codes]
         self.client_rows = self._assign_clients(partitioner)
         self._sites = self._read_sites() if site_column is not None else {}
 
@@ -421,21 +433,21 @@ class TableSource(ClientSource):
                     raise EmptyClientError(f"{self.reader.name}: the partitioner gave client {client_id!r} no rows. "
                                            "Ask for fewer clients, or (dirichlet) a larger alpha or min_examples=1.")
             return dict(sorted(rows.items(), key=lambda item: _sort_key(label_value(item[0]))))
-        values = self.reader.column(self.client_column)
-        import pandas as pd
-
-        missing = pd.isna(values)
-        if missing.any():
-            raise ColumnError(f"{self.reader.row_name(int(np.argmax(missing)))}: no client id in column "
+        codes, names = self.reader.codes(self.client_column)
+        if (codes < 0).any():
+            raise ColumnError(f"{self.reader.row_name(int(np.argmax(codes < 0)))}: no client id in column "
                               f"{self.client_column!r}. Every row needs one: fill it in, or drop the row.")
-        rows = by_column(values)
+        order = np.argsort(codes, kind="stable")
+        groups = np.split(order, np.cumsum(np.bincount(codes, minlength=len(names)))[:-1])
+        rows = {str(name): group for name, group in zip(names, groups, strict=True) if len(group)}
         return dict(sorted(rows.items(), key=lambda item: _sort_key(label_value(item[0]))))
 
     def _read_sites(self) -> dict[str, tuple[str, ...]]:
-        site_values = self.reader.column(self.site_column)
+        site_codes, site_names = self.reader.codes(self.site_column)
         sites: dict[str, list[str]] = {}
         for client_id, positions in self.client_rows.items():
-            found = sorted({str(value) for value in site_values[positions]})
+            codes = np.unique(site_codes[positions])
+            found = sorted({str(site_names[code]) if code >= 0 else "(none)" for code in codes})
             if len(found) != 1:
                 raise ColumnError(f"{self.reader.name}: client {client_id!r} has rows at sites {found} (column "
                                   f"{self.site_column!r}); a client lives at one site. Split it into one client per "
