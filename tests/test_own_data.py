@@ -20,6 +20,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+# Imported here, not in a test: numpy.testing runs lscpu when first imported, a process the fast tier forbids.
+from numpy.testing import assert_array_equal
+
 from tutorial_helpers import own_data
 from tutorial_helpers.own_data import partition
 from tutorial_helpers.own_data.__main__ import main
@@ -82,7 +85,7 @@ def test_a_dataframe_a_csv_a_parquet_file_and_sqlite_give_each_client_its_own_ro
             assert got.labels.dtype == np.int32 and got.labels.tolist() == labels, (kind, client)
             for name in FEATURES:
                 assert got.features[name].dtype == np.float32, (kind, name)
-                np.testing.assert_array_equal(got.features[name], features[name], err_msg=f"{kind} {client}")
+                assert_array_equal(got.features[name], features[name], err_msg=f"{kind} {client}")
 
 
 def test_element_spec_states_each_examples_dtype_and_shape(tmp_path):
@@ -105,7 +108,7 @@ def test_a_csv_client_is_read_by_byte_offsets_through_quoted_line_breaks_and_bla
     source = own_data.TableSource(path, client_column="writer", label_column="label", feature_columns=["f0"])
     by_pandas = pd.read_csv(path)
     for client in ("a", "b"):
-        np.testing.assert_array_equal(source.examples(client).features["f0"],
+        assert_array_equal(source.examples(client).features["f0"],
                                       by_pandas.loc[by_pandas["writer"] == client, "f0"].to_numpy(np.float32))
     assert source.labels.decode(source.examples("b").labels) == ["y", "x"]
 
@@ -243,7 +246,7 @@ def test_an_image_folder_per_client_gives_each_clients_pixels_and_labels(tmp_pat
     assert source.element_spec["pixels"] == (np.dtype(np.float32), (4, 5))
     for client, examples in made.items():
         got = source.examples(client)
-        np.testing.assert_array_equal(got.features["pixels"], np.stack([p for p, _ in examples]) / np.float32(255))
+        assert_array_equal(got.features["pixels"], np.stack([p for p, _ in examples]) / np.float32(255))
         assert source.labels.decode(got.labels) == [label for _, label in examples]
 
 
