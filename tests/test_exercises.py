@@ -620,3 +620,39 @@ def test_would_run_passes_the_solution_and_refuses_each_wrong_answer(gatekeeper_
 
     with pytest.raises(ValueError, match="needs `approved` to be on the list"):
         exercises.check_would_run(solution, folder, changed, approved)
+
+
+def test_rounds_within_passes_the_solution_and_refuses_each_wrong_answer():
+    from tutorial_helpers.sites.gatekeeper.release import epsilon_spent
+
+    solution = run_solution("09_rounds_within.py", epsilon_spent=epsilon_spent)["rounds_within"]
+    result = exercises.check_rounds_within(solution)
+    assert result.passed and "as the site's gatekeeper does" in result.message
+
+    def unsolved(budget, noise_multiplier, delta):
+        raise NotImplementedError
+
+    result = exercises.check_rounds_within(unsolved)
+    assert not result.passed and "Not solved yet" in result.message and "09_rounds_within.py" in result.message
+
+    def first_past(budget, z, delta):  # One too many: the round that goes past the budget.
+        return solution(budget, z, delta) + 1
+
+    def strictly_below(budget, z, delta):
+        n = 0
+        while epsilon_spent([z] * (n + 1), delta) < budget:
+            n += 1
+        return n
+
+    wrong = {
+        first_past: "Count the rounds whose epsilon",
+        lambda budget, z, delta: solution(budget, 1.0, delta): "use noise_multiplier in every round",
+        lambda budget, z, delta: solution(budget, z, 1e-5): "pass the case's delta",
+        strictly_below: "exactly to the budget is still allowed",
+        lambda budget, z, delta: max(1, solution(budget, z, delta)): "the answer is 0",
+        lambda budget, z, delta: float(solution(budget, z, delta)): "return a whole number of rounds",
+        lambda budget, z, delta: int(budget / epsilon_spent([z], delta)): "Count the rounds whose epsilon",
+    }
+    for answer, hint in wrong.items():
+        result = exercises.check_rounds_within(answer)
+        assert not result.passed and hint in result.message, (hint, result.message)

@@ -1,4 +1,4 @@
-"""Sites: data that stays where it is, and a site that decides what runs on it (notebooks 07 and 08).
+"""Sites: data that stays where it is, a site that decides what runs on it and what leaves it (notebooks 07 to 09).
 
 * `data`: a site's data on disk (`write_site`, its catalogue), and the
   computation that loads a client at its site (`site_dataset_computation`).
@@ -9,6 +9,7 @@
 * `gatekeeper/`: what runs on the site's data (approvals, pins, the audit
   log, chains of checks on what comes in and goes out).
 * `audit`: `ChannelAudit`, what the controller's side of a channel carried.
+* `own_view`: `examples_at_site`, a site's own look at its examples (notebook 09).
 * `tls`: a workshop's certificate authority, mutual TLS.
 * `server`: one site on a machine of its own (``python -m tutorial_helpers.site_server``).
 * `workspace`: `SiteWorkspace`, the one folder that holds everything of a site.
@@ -29,6 +30,7 @@ _NAMES = {
     "worker": ["RemoteSite", "SiteWorker"],
     "audit": ["ChannelAudit"],
     "workspace": ["SiteWorkspace"],
+    "own_view": ["examples_at_site"],
 }
 _MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
 __all__ = sorted(_MODULE_OF)

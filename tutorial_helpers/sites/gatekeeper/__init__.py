@@ -14,7 +14,8 @@ the worker's own user (see "What it does not stop" below).
   site's approval list, and pinned values (a learning rate) as pinned
   (`policy`: `approved.txt` and `pins.txt`, read again whenever they change).
 * The worker's answer passes a chain of *outgoing filters*: the site's
-  minimum number of clients in a round (`limits.txt`), and its limit on an
+  minimum number of clients in a round (`limits.txt`), its noise on a
+  round's update sum and its privacy budget (`release`), and its limit on an
   answer's size, if it has them.
 * One line per call goes to the site's audit log (`audit_log`).
 * With mutual TLS, only the controller's certificate gets in (`proxy.ControllerOnly`).
@@ -22,14 +23,18 @@ the worker's own user (see "What it does not stop" below).
 What it does not stop. A site that approves a training round approves the
 release of that round's output: model updates, metrics and counts, which
 are computed from its examples. The result cap cannot tell an update from a
-leak of the same size. On one machine as one user, that user owns the
-approval list and the log, and can reach the worker without the gatekeeper;
+leak of the same size. With ``noise_multiplier`` (`release`), what leaves
+is a clipped, noised update sum and nothing else, and the budget bounds how
+much all rounds together tell about any one client, as
+(epsilon, delta)-differential privacy; `release` states that bound's limits.
+On one machine as one user, that user owns the approval list and the log,
+and can reach the worker without the gatekeeper;
 only a user per site (the kit's root path) makes the gatekeeper the only way in.
 
 Modules: `fingerprints`, `policy`, `audit_log`, `ledger` (what the worker
-holds, for the pin check), `checks`, `proxy` (the gRPC servicer and the
-authentication), `spec` (`Gatekeeper`), `serve` (the process and its
-commands). Importing this package imports no TensorFlow.
+holds, for the pin check), `checks`, `release` (noise and budget),
+`proxy` (the gRPC servicer and the authentication), `spec` (`Gatekeeper`),
+`serve` (the process and its commands). Importing this package imports no TensorFlow.
 """
 
 from tutorial_helpers.sites.gatekeeper.audit_log import (
