@@ -170,3 +170,34 @@ def test_a_site_whose_certificate_the_controller_does_not_trust_is_refused_at_on
     with pytest.raises(ValueError, match=r"needs a gatekeeper for every site .*\['hospital', 'practice'\]"):
         create_site_context(roots=roots, gatekeepers={"clinic": Gatekeeper(folders["clinic"])}, tls=ws)
     assert set(worker_pids()) <= before
+
+
+@pytest.mark.process
+def test_a_site_that_trusts_one_controller_certificate_refuses_another_that_names_the_controller(
+        sites, tmp_path, capsys):  # noqa: F811
+    """The workshop authority's holder can mint a second 'controller' certificate: TLS and the name check let it
+    in (the positive control); once the site trusts the controller's own certificate, it is refused and logged."""
+    from tutorial_helpers.sites.gatekeeper.serve import main
+
+    _, _, roots, folders = sites
+    ws = make_workshop_ca(tmp_path / "ws", ["clinic"])
+    folder = tmp_path / "clinic-gatekeeper"
+    folder.mkdir()
+    (folder / "approved.txt").write_bytes((folders["clinic"] / "approved.txt").read_bytes())
+    minted = client_certificate(ws, "controller", tmp_path / "minted")
+    with create_site_context(roots={"clinic": roots["clinic"]}, gatekeepers={"clinic": Gatekeeper(folder)},
+                             tls=ws) as ctx:
+        clinic = ctx.sites["clinic"].address
+        ping_channel(minted.secure_channel(clinic, "clinic"), 5)  # Without a trusted certificate: served.
+        assert main(["trust", str(folder), str(ws / "controller" / "cert.pem")]) == 0
+        assert "serves only the controller certificate with SHA-256" in capsys.readouterr().out
+        error = refused(minted.secure_channel(clinic, "clinic"))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "serves only the controller certificate it trusts (trusted_controller.txt)" in error.details()
+        ping_channel(Identity(ws / "controller").secure_channel(clinic, "clinic"), 5)  # The trusted one: served.
+        (folder / "trusted_controller.txt").write_text("not a fingerprint\n")  # Broken: everyone is refused.
+        broken = refused(Identity(ws / "controller").secure_channel(clinic, "clinic"))
+        assert "must hold one SHA-256" in broken.details()
+    assert [c["detail"].split(" (")[0] for c in read_audit_log(folder) if c["verdict"] == "refused"] == [
+        "Site 'clinic' serves only the controller certificate it trusts", "Site 'clinic' refused: the site's policy "
+        "does not read"]

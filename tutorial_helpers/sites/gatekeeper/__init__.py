@@ -63,11 +63,14 @@ from tutorial_helpers.sites.gatekeeper.policy import (
     read_approvals,
     read_limits,
     read_pins,
+    read_trusted_controller,
     set_limits,
+    trust_controller,
 )
 from tutorial_helpers.sites.gatekeeper.spec import GATEKEEPER_PORT, Gatekeeper
 
 __all__ = ["APPROVALS", "AUDIT_LOG", "GATEKEEPER_PORT", "LIMITS_FILE", "PINS", "REVIEWED_METHODS", "SERVICE",
            "AuditLog", "BrokenAuditLog", "Call", "Gatekeeper", "Policy", "Refused", "Unauthenticated",
            "approve", "audit_log_problems", "executor_methods", "fingerprint", "pin", "read_approvals",
-           "read_audit_log", "read_limits", "read_pins", "set_limits", "site_part"]
+           "read_audit_log", "read_limits", "read_pins", "read_trusted_controller", "set_limits", "site_part",
+           "trust_controller"]

@@ -16,6 +16,11 @@
   pins) and withholds the round's metrics and counts; ``epsilon = 8`` and
   ``delta = 1e-5`` are the privacy budget, after which rounds are refused.
 
+* `trusted_controller.txt`: the SHA-256 of the one controller certificate
+  the site serves (``python -m tutorial_helpers.gatekeeper trust FOLDER
+  CERT.pem``). Without it, any certificate from the workshop's authority
+  that names the controller gets in; the authority's holder can make more.
+
 A running gatekeeper holds a `Policy`, which reads the files again whenever
 one changes: an approval withdrawn or a value pinned takes effect from the
 next call, without a restart. A file that no longer reads (a line broken by
@@ -25,6 +30,7 @@ closed.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -34,12 +40,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["APPROVALS", "CLIPPING_NORM", "LIMITS", "LIMITS_FILE", "PINS", "Policy", "PolicyState", "approve", "pin",
-           "read_approvals", "read_limits", "read_pins", "set_limits"]
+__all__ = ["APPROVALS", "CLIPPING_NORM", "LIMITS", "LIMITS_FILE", "PINS", "TRUSTED_CONTROLLER", "Policy",
+           "PolicyState", "approve", "certificate_fingerprint", "pin", "read_approvals", "read_limits", "read_pins",
+           "read_trusted_controller", "set_limits", "trust_controller"]
 
 APPROVALS = "approved.txt"
 PINS = "pins.txt"
 LIMITS_FILE = "limits.txt"
+TRUSTED_CONTROLLER = "trusted_controller.txt"
 # The limits a site may set, each with what it means and the numbers it takes.
 LIMITS = {
     "min_clients": "the fewest of the site's clients a round may have for the site to send back its result "
@@ -255,6 +263,35 @@ def set_limits(folder: str | os.PathLike, values: Mapping[str, float]) -> dict[s
     return read_limits(folder)
 
 
+def certificate_fingerprint(pem: bytes) -> str:
+    """The SHA-256, in hex, of a certificate (PEM) as DER: what `trusted_controller.txt` holds."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
+
+
+def trust_controller(folder: str | os.PathLike, certificate: str | os.PathLike) -> str:
+    """Makes the certificate file `certificate` (PEM) the only controller certificate the site serves; its SHA-256."""
+    value = certificate_fingerprint(Path(certificate).read_bytes())
+    _replace(Path(folder) / TRUSTED_CONTROLLER,
+             f"# The one controller certificate this site serves: its SHA-256 ({Path(certificate).name}).\n{value}\n")
+    return value
+
+
+def read_trusted_controller(folder: str | os.PathLike) -> str | None:
+    """The SHA-256 of the controller certificate the site trusts, `trusted_controller.txt`; None without the file."""
+    path = Path(folder) / TRUSTED_CONTROLLER
+    if not path.exists():
+        return None
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if len(lines) != 1 or not _FINGERPRINT.fullmatch(lines[0]):
+        raise ValueError(f"{path} must hold one SHA-256 (64 hex digits); write it with `python -m "
+                         "tutorial_helpers.gatekeeper trust FOLDER CERT.pem`.")
+    return lines[0]
+
+
 def _replace(path: Path, text: str) -> None:
     """Writes `text` to `path` in one step: a reader sees the old file or the new one, never half of one."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -275,6 +312,7 @@ class PolicyState(NamedTuple):
     approvals: dict[str, str]
     pins: dict[str, float]
     limits: dict[str, int | float]
+    controller: str | None = None  # The SHA-256 of the one controller certificate served; None: any.
 
 
 class Policy:
@@ -298,7 +336,7 @@ class Policy:
 
     def _stamp(self) -> tuple:
         stamps = []
-        for name in (APPROVALS, PINS, LIMITS_FILE):
+        for name in (APPROVALS, PINS, LIMITS_FILE, TRUSTED_CONTROLLER):
             try:
                 info = os.stat(self.folder / name)
                 stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
@@ -314,7 +352,7 @@ class Policy:
                 self.reloads += 1
                 try:
                     self._values = PolicyState(read_approvals(self.folder), read_pins(self.folder),
-                                               read_limits(self.folder))
+                                               read_limits(self.folder), read_trusted_controller(self.folder))
                     self._error = None
                 except (OSError, ValueError) as e:
                     self._error = ValueError(f"the site's policy does not read ({e})")

@@ -126,15 +126,35 @@ class ControllerOnly(grpc.ServerInterceptor):
 
     gRPC's TLS has already checked that the certificate comes from the
     site's authority; this checks *whose* it is, so that another site's
-    certificate from the same authority does not open this site. A call
+    certificate from the same authority does not open this site. With a
+    `policy` whose folder has `trusted_controller.txt`, only that one
+    certificate gets in: whoever holds the authority's key can make more
+    certificates naming the controller. A call
     from anyone else is refused with UNAUTHENTICATED and logged, before any
     check or the worker sees it.
     """
 
-    def __init__(self, site: str, controller: str, log: AuditLog):
+    def __init__(self, site: str, controller: str, log: AuditLog, policy: Policy | None = None):
         self.site = site
         self.controller = controller
         self.log = log
+        self.policy = policy
+
+    def _untrusted(self, context) -> str | None:
+        """Why a certificate that names the controller is not served: not the one the site trusts; None if it is."""
+        try:
+            trusted = None if self.policy is None else self.policy.current().controller
+        except ValueError as e:
+            return f"Site {self.site!r} refused: {e}."
+        if trusted is None:
+            return None
+        from tutorial_helpers.sites.gatekeeper.policy import TRUSTED_CONTROLLER, certificate_fingerprint
+
+        pem = (context.auth_context().get("x509_pem_cert") or [b""])[0]
+        if pem and certificate_fingerprint(pem) == trusted:
+            return None
+        return (f"Site {self.site!r} serves only the controller certificate it trusts ({TRUSTED_CONTROLLER}); this "
+                f"one names {self.controller!r} but is another (the workshop's authority can make any number).")
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -147,9 +167,9 @@ class ControllerOnly(grpc.ServerInterceptor):
             from tutorial_helpers.sites.tls import peer_name
 
             peer = peer_name(context)
-            if peer != self.controller:
-                message = (f"Site {self.site!r} serves only the controller: the client's certificate names "
-                           f"{peer!r}, not {self.controller!r}.")
+            message = (f"Site {self.site!r} serves only the controller: the client's certificate names {peer!r}, "
+                       f"not {self.controller!r}." if peer != self.controller else self._untrusted(context))
+            if message is not None:
                 self.log.write(f"{method} in={len(request)} out=0 verdict=refused -- {message}")
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
             return inner(request, context)

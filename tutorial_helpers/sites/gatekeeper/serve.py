@@ -1,4 +1,4 @@
-"""The gatekeeper's process, and its commands: ``python -m tutorial_helpers.gatekeeper serve|approve|pin|limit``.
+"""The gatekeeper's process, and its commands: ``python -m tutorial_helpers.gatekeeper serve|approve|pin|limit|trust``.
 
 `serve` is what the kit starts (`Gatekeeper.command`), inside the site's
 private network: it starts the worker, waits until it listens, and serves
@@ -31,6 +31,7 @@ from tutorial_helpers.sites.gatekeeper.policy import (
     pin,
     read_approvals,
     set_limits,
+    trust_controller,
 )
 
 __all__ = ["HANDSHAKE_SECONDS", "main", "protos_without_tensorflow", "serve"]
@@ -71,7 +72,7 @@ def serve(args) -> int:
     folder = Path(args.folder)
     try:
         policy = Policy(folder)
-        approvals, pins, limits = policy.current()
+        approvals, pins, limits, trusted = policy.current()
         log = AuditLog(folder / AUDIT_LOG)
     except (OSError, ValueError) as e:
         print(f"gatekeeper: site {args.site!r}: {e}", file=sys.stderr, flush=True)
@@ -84,7 +85,7 @@ def serve(args) -> int:
         launcher.wait_for_port(args.worker_port, worker, timeout=60, stop=stop)
         cap = None if args.max_result_bytes <= 0 else args.max_result_bytes
         gate = Gate(args.site, log, f"127.0.0.1:{args.worker_port}", *standard_chains(policy, cap))
-        interceptors = [] if args.tls is None else [ControllerOnly(args.site, args.controller, log)]
+        interceptors = [] if args.tls is None else [ControllerOnly(args.site, args.controller, log, policy)]
         options = [*GRPC_OPTIONS, ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_SECONDS * 1000))]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=options, interceptors=interceptors)
         server.add_generic_rpc_handlers((gate.handler(),))
@@ -96,7 +97,8 @@ def serve(args) -> int:
             server.add_secure_port(f"127.0.0.1:{args.port}", Identity(args.tls).server_credentials())
         server.start()
         limit = "none" if cap is None else f"{cap:,} bytes"
-        tls = "no TLS" if args.tls is None else f"mutual TLS, serving only {args.controller!r}"
+        tls = "no TLS" if args.tls is None else f"mutual TLS, serving only {args.controller!r}" + (
+            f" with the certificate {trusted[:16]}..." if trusted else "")
         pinned = ", ".join(f"{name} = {value}" for name, value in pins.items()) or "none"
         limited = ", ".join(f"{name} = {value}" for name, value in limits.items()) or "none"
         log.write(f"gatekeeper started for site {args.site!r}: {len(approvals)} approved computations, "
@@ -158,7 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     limiting.add_argument("folder", help="the site's gatekeeper folder")
     limiting.add_argument("values", nargs="+", metavar="NAME=NUMBER",
                           help="; ".join(f"{name}: {what}" for name, what in LIMITS.items()))
+    trusting = commands.add_parser("trust", help="serve only this controller certificate (trusted_controller.txt)")
+    trusting.add_argument("folder", help="the site's gatekeeper folder")
+    trusting.add_argument("certificate", help="the controller's certificate, cert.pem of its TLS folder")
     args = parser.parse_args(argv)
+    if args.what == "trust":
+        try:
+            value = trust_controller(args.folder, args.certificate)
+        except (OSError, ValueError) as e:
+            parser.error(f"{args.certificate}: {e}")
+        print(f"site serves only the controller certificate with SHA-256 {value}")
+        return 0
     if args.what in ("limit", "pin"):
         limiting = args.what == "limit"
         example = "min_clients=5" if limiting else "client_work.learning_rate=0.02"
