@@ -24,7 +24,7 @@ import importlib
 _NAMES = {
     "data": ["CATALOGUE", "CLIENTS_FOLDER", "build_site_dp_fed_avg", "build_site_fed_avg", "build_site_fed_eval",
              "client_file", "dp_fed_avg_computations", "example_probes", "fed_avg_computations", "read_catalogue",
-             "site_dataset_computation", "write_site"],
+             "read_features", "site_dataset_computation", "write_site"],
     "routing": ["PING_TIMEOUT", "RoundReport", "SiteContext", "catalogue_index", "plan_round", "sample_clients"],
     "context": ["SiteSpec", "create_site_context", "site_specs", "start_site"],
     "worker": ["RemoteSite", "SiteWorker"],

@@ -20,6 +20,8 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from tutorial_helpers import model
 
 __all__ = ["CATALOGUE", "CLIENTS_FOLDER", "build_site_dp_fed_avg", "build_site_fed_avg", "build_site_fed_eval",
            "client_file", "dp_fed_avg_computations", "example_probes", "fed_avg_computations", "read_catalogue",
-           "site_dataset_computation", "write_site"]
+           "read_features", "site_dataset_computation", "write_site"]
 
 CLIENTS_FOLDER = "clients"  # In a site's root; a client's file is clients/<id>.tfrecord.
 CATALOGUE = "catalogue.json"
@@ -46,40 +48,89 @@ def client_file(client_id: str) -> str:
 _FEATURES = {"label": tf.io.FixedLenFeature([1], tf.int64), "pixels": tf.io.FixedLenFeature([784], tf.float32)}
 
 
-def write_site(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str],
-               root: str | os.PathLike, *, canary: bytes, owner: str | None = None) -> dict[str, int]:
+def _examples(client_data, client_id: str):
+    """The client's examples as {feature: numpy value}, from a TFF ClientData or an `own_data` source."""
+    if hasattr(client_data, "create_tf_dataset_for_client"):
+        yield from client_data.create_tf_dataset_for_client(client_id).as_numpy_iterator()
+        return
+    examples = client_data.examples(client_id)  # An own_data.ClientSource: numpy arrays, one row per example.
+    for i in range(len(examples)):
+        yield {**{name: values[i] for name, values in examples.features.items()}, "label": examples.labels[i]}
+
+
+def _feature(value) -> tuple[tf.train.Feature, dict]:
+    """A value as a tf.train.Feature, and what the catalogue says of its kind: {"dtype", "shape"}."""
+    array = np.asarray(value)
+    described = {"dtype": array.dtype.name if array.dtype.kind in "fiub" else "string", "shape": list(array.shape)}
+    if array.dtype.kind == "f":
+        return tf.train.Feature(float_list=tf.train.FloatList(value=array.ravel())), described
+    if array.dtype.kind in "iub":
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=array.ravel().astype(np.int64))), described
+    flat = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()]
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=flat)), described
+
+
+def write_site(client_data, client_ids: Sequence[str], root: str | os.PathLike, *, canary: bytes,
+               owner: str | None = None) -> dict[str, int]:
     """Writes the raw examples of `client_ids` into a site's `root`; returns each client's count.
 
-    One TFRecord file per client, `clients/<id>.tfrecord`, in the order
-    `client_data` gives the examples; every record also carries `canary`, the
-    site's mark, which the pipeline ignores and an audit of the traffic looks
-    for. `catalogue.json` lists the clients and their counts. The root and its
-    folder are made readable by their owner only (mode 0700); with `owner`
-    (root only), the user account that runs the site's worker, everything is
-    then given to that user, so that other users cannot read the examples.
+    `client_data` is a TFF ClientData (EMNIST's, or any whose elements are
+    dicts of arrays) or a source of `tutorial_helpers.own_data` (a table, an
+    image folder, a database). One TFRecord file per client,
+    `clients/<id>.tfrecord`, in the order `client_data` gives the examples;
+    every record also carries `canary`, the site's mark, which the pipeline
+    ignores and an audit of the traffic looks for. `catalogue.json` lists the
+    clients and their counts, and each feature's dtype and shape
+    (`read_features`), which `site_dataset_computation` needs for data other
+    than EMNIST.
+
+    All or nothing: each id must be a safe file name (letters, digits and _),
+    `root` must be new or empty, and the site is written into a folder beside
+    it that becomes `root` only once complete; a failure (a bad example, a
+    full disk) leaves no site folder behind. The root and its folder are
+    readable by their owner only (mode 0700); with `owner` (root only), the
+    user account that runs the site's worker, everything is then given to
+    that user, so that other users cannot read the examples.
     """
+    from tutorial_helpers.own_data.errors import safe_client_id
+
     root = Path(root)
-    folder = root / CLIENTS_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in (root, folder):
-        path.chmod(0o700)
-    counts = {}
     for client_id in client_ids:
-        count = 0
-        with tf.io.TFRecordWriter(str(root / client_file(client_id))) as writer:
-            for example in client_data.create_tf_dataset_for_client(client_id).as_numpy_iterator():
-                features = {
-                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(example["label"])])),
-                    "pixels": tf.train.Feature(float_list=tf.train.FloatList(value=example["pixels"].ravel())),
-                    "canary": tf.train.Feature(bytes_list=tf.train.BytesList(value=[canary])),
-                }
-                writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
-                count += 1
-        counts[client_id] = count
-    (root / CATALOGUE).write_text(json.dumps({"clients": counts}, indent=1) + "\n")
+        safe_client_id(client_id)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root} exists and is not empty: a site is written into a new or empty folder, so "
+                              "that no earlier site's files are mixed in. Remove it, or give another folder.")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))  # Mode 0700.
+    try:
+        folder = partial / CLIENTS_FOLDER
+        folder.mkdir(mode=0o700)
+        counts, kinds = {}, None
+        for client_id in client_ids:
+            count = 0
+            with tf.io.TFRecordWriter(str(partial / client_file(client_id))) as writer:
+                for example in _examples(client_data, client_id):
+                    features, described = {}, {}
+                    for name, value in example.items():
+                        features[name], described[name] = _feature(value)
+                    if kinds is None:
+                        kinds = described
+                    elif described != kinds:
+                        raise ValueError(f"Client {client_id!r}, example {count}: its features {described} differ "
+                                         f"from the first example's {kinds}; a site's examples share one kind.")
+                    features["canary"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[canary]))
+                    writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
+                    count += 1
+            counts[client_id] = count
+        (partial / CATALOGUE).write_text(json.dumps({"clients": counts, "features": kinds or {}}, indent=1) + "\n")
+        os.replace(partial, root)  # Replaces an empty root; a reader sees no site or the whole site.
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     if owner is not None:
         import pwd
 
+        folder = root / CLIENTS_FOLDER
         account = pwd.getpwnam(owner)
         for path in (root, folder, root / CATALOGUE, *folder.iterdir()):
             os.chown(path, account.pw_uid, account.pw_gid)
@@ -91,6 +142,15 @@ def write_site(client_data: tff.simulation.datasets.ClientData, client_ids: Sequ
 def read_catalogue(root: str | os.PathLike) -> dict[str, int]:
     """A site's catalogue: its client ids and how many examples each holds (no example)."""
     return dict(json.loads((Path(root) / CATALOGUE).read_text())["clients"])
+
+
+def read_features(root: str | os.PathLike) -> dict[str, dict]:
+    """What a site's examples hold, from its catalogue: {feature: {"dtype": ..., "shape": [...]}} (no example).
+
+    Pass it to `site_dataset_computation(features=...)` for data other than
+    EMNIST. A catalogue written before features were recorded gives {}.
+    """
+    return dict(json.loads((Path(root) / CATALOGUE).read_text()).get("features", {}))
 
 
 def example_probes(client_data: tff.simulation.datasets.ClientData, client_ids: Sequence[str], *,
@@ -119,25 +179,49 @@ def example_probes(client_data: tff.simulation.datasets.ClientData, client_ids: 
     return tuple(probes)
 
 
-def site_dataset_computation(
-    preprocess_fn: Callable[[tf.data.Dataset], tf.data.Dataset] = kit_data.preprocess,
-) -> tff.Computation:
-    """A computation from a client id to its dataset, read by a RELATIVE path at the worker.
-
-    Run in a worker whose working directory is a site's root, it opens that
-    site's `clients/<id>.tfrecord`; the elements are those of TFF's EMNIST
-    (`label`, `pixels` 28x28), then `preprocess_fn`. An id that is not
-    letters, digits and `_` (a path such as `../clinic/clients/x`) fails at
-    the site, so an approved computation cannot be pointed at another folder.
-    """
-
-    @tff.tensorflow.computation(tf.string)
-    def dataset_for(client_id):
+def _parser(features: dict[str, dict] | None):
+    """The function from a record to one example: EMNIST's (`label`, `pixels` 28x28), or `features`' (catalogue)."""
+    if features is None:
         def parse(record):
             example = tf.io.parse_single_example(record, _FEATURES)
             return collections.OrderedDict(label=tf.cast(example["label"][0], tf.int32),
                                            pixels=tf.reshape(example["pixels"], [28, 28]))
 
+        return parse
+    spec = {}  # name: (how the record stores it, its dtype, its shape)
+    for name, kind in sorted(features.items()):
+        dtype = tf.string if kind["dtype"] == "string" else tf.as_dtype(kind["dtype"])
+        stored = tf.string if dtype == tf.string else tf.float32 if dtype.is_floating else tf.int64
+        spec[name] = (stored, dtype, [int(d) for d in kind["shape"]])
+    wanted = {name: tf.io.FixedLenFeature([int(np.prod(shape))], stored) for name, (stored, _, shape) in spec.items()}
+
+    def parse(record):
+        read = tf.io.parse_single_example(record, wanted)
+        return collections.OrderedDict(
+            (name, tf.reshape(read[name] if dtype == stored else tf.cast(read[name], dtype), shape))
+            for name, (stored, dtype, shape) in spec.items())
+
+    return parse
+
+
+def site_dataset_computation(
+    preprocess_fn: Callable[[tf.data.Dataset], tf.data.Dataset] = kit_data.preprocess,
+    features: dict[str, dict] | None = None,
+) -> tff.Computation:
+    """A computation from a client id to its dataset, read by a RELATIVE path at the worker.
+
+    Run in a worker whose working directory is a site's root, it opens that
+    site's `clients/<id>.tfrecord`; the elements are those of TFF's EMNIST
+    (`label`, `pixels` 28x28), or, with `features` (`read_features` of a
+    site written from other data), an OrderedDict of those features with
+    their dtypes and shapes; then `preprocess_fn`. An id that is not letters,
+    digits and `_` (a path such as `../clinic/clients/x`) fails at the site,
+    so an approved computation cannot be pointed at another folder.
+    """
+    parse = _parser(features)
+
+    @tff.tensorflow.computation(tf.string)
+    def dataset_for(client_id):
         # An id is letters, digits and _ only: "../other-site/clients/x" must not reach another folder.
         checked = tf.debugging.Assert(tf.strings.regex_full_match(client_id, "[A-Za-z0-9_]+"),
                                       ["Not a client id (letters, digits and _ only):", client_id])
