@@ -15,12 +15,16 @@ single example) behind its gatekeeper; every figure is printed:
 
 Noise comes from the operating system: each run gives other numbers for sigma
 above 0; run it a few times to see the spread. About three minutes on two cores.
+With --figure PATH it also draws the privacy-utility curve (accuracy against
+epsilon, and the reconstruction against sigma) into PATH, as
+notebooks/images/09_privacy_utility.png was.
 
-    .venv/bin/python benchmarks/site_privacy.py
+    .venv/bin/python benchmarks/site_privacy.py [--figure notebooks/images/09_privacy_utility.png]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import time
@@ -55,7 +59,38 @@ def limits(folder: Path, sigma: float) -> None:
     (folder / "limits.txt").write_text(f"noise_multiplier = {sigma!r}\n" if sigma else "")
 
 
+def draw(path: str, accuracy: dict[float, float], epsilon: dict[float, float], found: dict[float, float]) -> None:
+    """Accuracy against epsilon (sigma 0 drawn at the right edge, as no bound), and the reconstruction against sigma."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+    noisy = [s for s in SIGMAS if s]
+    edge = max(epsilon[s] for s in noisy) * 10
+    xs = [epsilon[s] if s else edge for s in SIGMAS]
+    left.plot(xs, [accuracy[s] for s in SIGMAS], "o-")
+    for s, x in zip(SIGMAS, xs, strict=True):
+        left.annotate(f"sigma {s:g}" if s else "no noise", (x, accuracy[s]), textcoords="offset points",
+                      xytext=(4, 4), fontsize=8)
+    left.axhline(0.1, color="gray", linestyle=":", linewidth=1)
+    left.set(xscale="log", xlabel="epsilon after 10 rounds (delta 1e-5; no noise: no bound)",
+             ylabel="accuracy on the test writers", ylim=(0, 1), title="What the noise costs")
+    right.plot([s if s else 1e-3 for s in SIGMAS], [found[s] for s in SIGMAS], "o-")
+    right.axhline(0, color="gray", linestyle=":", linewidth=1)
+    right.set(xscale="log", xlabel="sigma (no noise drawn at 0.001)", ylabel="similarity to the site's image",
+              ylim=(-0.2, 1.05), title="What the difference of two rounds shows")
+    fig.suptitle("One clinic, 12 writers, updates clipped at 5 (benchmarks/site_privacy.py)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--figure", help="where to draw the privacy-utility curve (a .png)")
+    args = parser.parse_args()
+    accuracy, epsilon, found = {}, {}, {}
     train, test = data.load_emnist(source="sample")
     sizes = {c: len(list(train.create_tf_dataset_for_client(c))) for c in train.client_ids}
     lonely = min(sizes, key=lambda c: (sizes[c], c))
@@ -90,7 +125,8 @@ def main() -> None:
             limits(keeper, sigma)
             sums = [cc.update_between(start, private.get_model_weights(private.next(start_state, cohort).state)
                                       .trainable) for cohort in ([lonely, *others[:2]], others[:2])]
-            print(f"  sigma = {sigma:g}: {cc.similarity(cc.digit_from_update(cc.difference(*sums), label), truth):.3f}")
+            found[sigma] = cc.similarity(cc.digit_from_update(cc.difference(*sums), label), truth)
+            print(f"  sigma = {sigma:g}: {found[sigma]:.3f}")
 
         print("accuracy on the test writers after 10 rounds of 10 writers, and epsilon spent (delta 1e-5)")
         trainer = build_site_dp_fed_avg(clipping_norm=CLIP, clients_per_round=10)
@@ -100,9 +136,10 @@ def main() -> None:
             for r in range(10):
                 state = trainer.next(state, sorted([lonely, *others])[r % 2:][:10]).state
             kernel, bias = trainer.get_model_weights(state).trainable
-            accuracy = float(np.mean(np.argmax(test_x @ kernel + bias, axis=1) == test_y))
-            epsilon = "no bound" if sigma == 0 else f"{epsilon_spent([sigma] * 10, 1e-5):,.1f}"
-            print(f"  sigma = {sigma:g}: accuracy {accuracy:.3f}, epsilon after 10 rounds {epsilon}")
+            accuracy[sigma] = float(np.mean(np.argmax(test_x @ kernel + bias, axis=1) == test_y))
+            epsilon[sigma] = epsilon_spent([sigma] * 10, 1e-5) if sigma else float("inf")
+            bound = f"{epsilon[sigma]:,.1f}" if sigma else "no bound"
+            print(f"  sigma = {sigma:g}: accuracy {accuracy[sigma]:.3f}, epsilon after 10 rounds {bound}")
 
         limits(keeper, 1.0)
         gated = []
@@ -121,6 +158,9 @@ def main() -> None:
     print(f"a round of 10 writers: {statistics.median(bare):.2f} s without a gatekeeper, "
           f"{statistics.median(gated):.2f} s through its gatekeeper, adding noise: ratio {ratio:.2f}")
     folder.cleanup()
+    if args.figure:
+        draw(args.figure, accuracy, epsilon, found)
+        print(f"figure: {args.figure}")
 
 
 if __name__ == "__main__":
