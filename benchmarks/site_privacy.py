@@ -66,21 +66,21 @@ def draw(path: str, accuracy: dict[float, float], epsilon: dict[float, float], f
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.3))
     noisy = [s for s in SIGMAS if s]
     edge = max(epsilon[s] for s in noisy) * 10
     xs = [epsilon[s] if s else edge for s in SIGMAS]
     left.plot(xs, [accuracy[s] for s in SIGMAS], "o-")
     for s, x in zip(SIGMAS, xs, strict=True):
         left.annotate(f"sigma {s:g}" if s else "no noise", (x, accuracy[s]), textcoords="offset points",
-                      xytext=(4, 4), fontsize=8)
+                      xytext=(-20, -14) if s == 0 else (4, 6), fontsize=8)
     left.axhline(0.1, color="gray", linestyle=":", linewidth=1)
     left.set(xscale="log", xlabel="epsilon after 10 rounds (delta 1e-5; no noise: no bound)",
              ylabel="accuracy on the test writers", ylim=(0, 1), title="What the noise costs")
     right.plot([s if s else 1e-3 for s in SIGMAS], [found[s] for s in SIGMAS], "o-")
     right.axhline(0, color="gray", linestyle=":", linewidth=1)
     right.set(xscale="log", xlabel="sigma (no noise drawn at 0.001)", ylabel="similarity to the site's image",
-              ylim=(-0.2, 1.05), title="What the difference of two rounds shows")
+              ylim=(-0.2, 1.05), title="The difference of two rounds")
     fig.suptitle("One clinic, 12 writers, updates clipped at 5 (benchmarks/site_privacy.py)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
