@@ -171,3 +171,49 @@ def test_a_failed_write_site_leaves_no_site_folder_and_touches_no_other(penguins
     with pytest.raises(FileExistsError, match="exists and is not empty"):
         write_site(penguins, penguins.client_ids[:1], tmp_path / "site", canary=b"c")
     assert [p.name for p in (tmp_path / "site").iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.process
+def test_a_site_keeps_text_integers_and_booleans_and_refuses_what_it_would_round(tmp_path):
+    """Features of every kind a site keeps come back at the site with their dtype and shape; float64 (which 32-bit
+    floats would round), a column of mixed objects and a feature named like the canary are refused, naming it."""
+    from tutorial_helpers.sites import create_site_context, read_features, site_dataset_computation, write_site
+
+    arrays = {"label": np.array([1, 0, 1], np.int32), "name": np.array([b"ada", b"bo", b"cy"]),
+              "flag": np.array([True, False, True]), "steps": np.array([[1, 2], [3, 4], [5, 6]], np.int64)}
+    data = tff.simulation.datasets.TestClientData({"c1": arrays})
+    write_site(data, ["c1"], tmp_path / "site", canary=b"canary")
+    features = read_features(tmp_path / "site")
+    assert features == {"flag": {"dtype": "bool", "shape": []}, "label": {"dtype": "int32", "shape": []},
+                        "name": {"dtype": "string", "shape": []}, "steps": {"dtype": "int64", "shape": [2]}}
+    loading = site_dataset_computation(lambda dataset: dataset, features)
+
+    @tff.tensorflow.computation(loading.type_signature.result)
+    def totals(dataset):
+        return dataset.reduce((np.int64(0), np.int32(0), np.int32(0)), lambda acc, x: (
+            acc[0] + tf.reduce_sum(x["steps"]), acc[1] + tf.cast(x["flag"], tf.int32),
+            acc[2] + tf.strings.length(x["name"])))
+
+    @tff.federated_computation(tff.FederatedType(loading.type_signature.result, tff.CLIENTS))
+    def summed(datasets):
+        return tff.federated_sum(tff.federated_map(totals, datasets))
+
+    with create_site_context(roots={"site": tmp_path / "site"}):
+        found = tff.simulation.compose_dataset_computation_with_computation(loading, summed)(["c1"])
+    assert tuple(found) == (21, 2, 7)
+    from tutorial_helpers.own_data import ClientExamples
+
+    class Arrays:  # The smallest source write_site takes: examples(client) as numpy arrays.
+        def __init__(self, features):
+            self.features = features
+
+        def examples(self, client_id):
+            return ClientExamples(self.features, np.array([1, 0, 1], np.int32))
+
+    for name, value, message in (("wide", np.array([0.1, 0.2, 0.3]), "float64"),
+                                 ("mixed", np.array([1, "a", None], dtype=object), "differ from the first example's"),
+                                 ("canary", np.array([1, 2, 3]), "named 'canary'")):
+        bad = Arrays({"steps": arrays["steps"], name: value})
+        with pytest.raises(ValueError, match=message):
+            write_site(bad, ["c1"], tmp_path / name, canary=b"canary")
+        assert not (tmp_path / name).exists()

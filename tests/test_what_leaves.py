@@ -155,7 +155,7 @@ def test_a_site_with_noise_withholds_metrics_refuses_what_it_cannot_bound_and_st
             state = result.state
         with pytest.raises(PermissionError, match=r"its privacy budget is epsilon .* its 2 rounds so far spent"):
             process.next(state, cohort)
-        with pytest.raises(PermissionError, match="not pin|does not pin|cannot tell the update"):
+        with pytest.raises(PermissionError, match="whose clipping norm it did not check"):
             build_site_fed_avg().next(build_site_fed_avg().initialize(), cohort)
         evaluation = build_site_fed_eval()
         with pytest.raises(PermissionError, match="Site 'clinic' refused"):
@@ -178,7 +178,7 @@ def test_without_a_pinned_norm_a_noised_site_refuses_the_clipped_round(clinic, t
     (folder / "pins.txt").write_text("client_work.learning_rate = 0.02\n")
     process = build_site_dp_fed_avg(CLIPPING_NORM)
     with context(clinic, folder):
-        with pytest.raises(PermissionError, match=r"a round whose clipping norm it does not pin.*pins.txt: "
+        with pytest.raises(PermissionError, match=r"a round whose clipping norm it did not check.*pins.txt: "
                                                   r"clipping_norm = NUMBER"):
             process.next(process.initialize(), clinic["others"][:3])
     assert not (folder / SPENT_FILE).exists()
@@ -224,3 +224,51 @@ def test_the_limit_command_sets_a_budget_and_refuses_one_without_noise(tmp_path,
                                                     "limit delta = 1e-05"]
     assert main(["limit", str(tmp_path), "min_clients=3"]) == 0
     assert set_limits(tmp_path, {}) == {"noise_multiplier": 1.1, "epsilon": 8.0, "delta": 1e-5, "min_clients": 3}
+
+
+@pytest.mark.process
+def test_a_round_that_names_one_client_twice_is_refused_before_it_runs(clinic, tmp_path):
+    """[one, one] would add the one-example writer's update twice: past a minimum of 2, and past noise set for one
+    client's part. The site refuses the value that names it twice; two different writers are answered."""
+    folder = site_folder(clinic, tmp_path, minimum=2, noise=1.0)
+    process = build_site_dp_fed_avg(CLIPPING_NORM, clients_per_round=2)
+    with context(clinic, folder):
+        state = process.initialize()
+        with pytest.raises(PermissionError, match="names the same client more than once"):
+            process.next(state, [clinic["one"], clinic["one"]])
+        process.next(state, [clinic["one"], clinic["others"][0]])
+    (refused,) = [c for c in read_audit_log(folder) if c["verdict"] == "refused"]
+    assert refused["call"] == "CreateValue"
+
+
+def test_the_noise_uses_the_norm_checked_when_the_round_was_called_and_only_if_it_is_still_pinned(tmp_path):
+    """A controller that called the round while a larger norm (or none) was pinned, and asks for the result once
+    the site pinned 0.5 and switched its noise on, is refused: the sum was clipped at what was checked then."""
+    from tutorial_helpers.sites.gatekeeper.checks import Call, Refused
+    from tutorial_helpers.sites.gatekeeper.ledger import Function
+    from tutorial_helpers.sites.gatekeeper.policy import Policy
+    from tutorial_helpers.sites.gatekeeper.release import SiteNoise
+
+    pin(tmp_path, {"clipping_norm": 0.5})
+    noise = SiteNoise(Policy(tmp_path), ledger=None)
+    call = Call("clinic", "Compute", b"")
+    assert noise._clipping_norm(call, Function("f", None, None, {"aggregator.clipping_norm": 0.5})) == 0.5
+    with pytest.raises(Refused, match="round clipped at 1e\\+09: its pinned clipping_norm is now \\[0.5\\]"):
+        noise._clipping_norm(call, Function("f", None, None, {"clipping_norm": 1e9}))
+    with pytest.raises(Refused, match="whose clipping norm it did not check"):
+        noise._clipping_norm(call, Function("f", None, None, {}))
+
+
+def test_a_site_that_trusts_one_certificate_refuses_every_call_without_tls(tmp_path):
+    from tutorial_helpers.sites.gatekeeper.checks import Call, Refused, TrustNeedsTls
+    from tutorial_helpers.sites.gatekeeper.policy import Policy, trust_controller
+    from tutorial_helpers.sites.tls import make_workshop_ca
+
+    ws = make_workshop_ca(tmp_path / "ws", ["clinic"])
+    folder = tmp_path / "keeper"
+    folder.mkdir()
+    check = TrustNeedsTls(Policy(folder))
+    check.check(Call("clinic", "GetExecutor", b""))  # The control: no trusted certificate, nothing refused.
+    trust_controller(folder, ws / "controller" / "cert.pem")
+    with pytest.raises(Refused, match="runs without TLS, so it cannot check it"):
+        check.check(Call("clinic", "GetExecutor", b""))

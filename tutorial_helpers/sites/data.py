@@ -54,20 +54,37 @@ def _examples(client_data, client_id: str):
         yield from client_data.create_tf_dataset_for_client(client_id).as_numpy_iterator()
         return
     examples = client_data.examples(client_id)  # An own_data.ClientSource: numpy arrays, one row per example.
+    if "label" in examples.features:
+        raise ValueError(f"Client {client_id!r}: a feature is named 'label', the name of the labels; rename it.")
     for i in range(len(examples)):
         yield {**{name: values[i] for name, values in examples.features.items()}, "label": examples.labels[i]}
 
 
-def _feature(value) -> tuple[tf.train.Feature, dict]:
-    """A value as a tf.train.Feature, and what the catalogue says of its kind: {"dtype", "shape"}."""
+def _feature(name: str, value) -> tuple[tf.train.Feature, dict]:
+    """A value as a tf.train.Feature, and what the catalogue says of its kind: {"dtype", "shape"}.
+
+    float16 and float32 are kept exactly (as 32-bit floats), integers and
+    booleans as 64-bit integers, text and bytes as bytes; anything else
+    (float64, which 32-bit floats would round, or a column of mixed Python
+    objects) is refused, naming the feature.
+    """
     array = np.asarray(value)
-    described = {"dtype": array.dtype.name if array.dtype.kind in "fiub" else "string", "shape": list(array.shape)}
-    if array.dtype.kind == "f":
+    if name == "canary":
+        raise ValueError("A feature is named 'canary', the name of the site's mark in every record; rename it.")
+    kind = array.dtype.kind
+    if kind == "O" and all(isinstance(v, str | bytes) for v in array.ravel()):
+        kind = "U"
+    described = {"dtype": array.dtype.name if kind in "fiub" else "string", "shape": list(array.shape)}
+    if kind == "f" and array.dtype.itemsize <= 4:
         return tf.train.Feature(float_list=tf.train.FloatList(value=array.ravel())), described
-    if array.dtype.kind in "iub":
+    if kind in "iub":
         return tf.train.Feature(int64_list=tf.train.Int64List(value=array.ravel().astype(np.int64))), described
-    flat = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()]
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=flat)), described
+    if kind in "US":
+        flat = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel()]
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=flat)), described
+    raise ValueError(f"Feature {name!r} is {array.dtype} ({array.ravel()[:1]!r}...): a site keeps float32, "
+                     "integers, booleans and text. Convert it first (float64 to float32; a column of mixed values "
+                     "to one kind).")
 
 
 def write_site(client_data, client_ids: Sequence[str], root: str | os.PathLike, *, canary: bytes,
@@ -112,7 +129,7 @@ def write_site(client_data, client_ids: Sequence[str], root: str | os.PathLike, 
                 for example in _examples(client_data, client_id):
                     features, described = {}, {}
                     for name, value in example.items():
-                        features[name], described[name] = _feature(value)
+                        features[name], described[name] = _feature(name, value)
                     if kinds is None:
                         kinds = described
                     elif described != kinds:
@@ -123,19 +140,18 @@ def write_site(client_data, client_ids: Sequence[str], root: str | os.PathLike, 
                     count += 1
             counts[client_id] = count
         (partial / CATALOGUE).write_text(json.dumps({"clients": counts, "features": kinds or {}}, indent=1) + "\n")
+        if owner is not None:  # Given away before the rename: the site appears whole, and already its owner's.
+            import pwd
+
+            account = pwd.getpwnam(owner)
+            for path in (partial, folder, partial / CATALOGUE, *folder.iterdir()):
+                os.chown(path, account.pw_uid, account.pw_gid)
+            for path in (partial / CATALOGUE, *folder.iterdir()):
+                path.chmod(0o600)
         os.replace(partial, root)  # Replaces an empty root; a reader sees no site or the whole site.
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    if owner is not None:
-        import pwd
-
-        folder = root / CLIENTS_FOLDER
-        account = pwd.getpwnam(owner)
-        for path in (root, folder, root / CATALOGUE, *folder.iterdir()):
-            os.chown(path, account.pw_uid, account.pw_gid)
-        for path in (root / CATALOGUE, *folder.iterdir()):
-            path.chmod(0o600)
     return counts
 
 
@@ -181,7 +197,7 @@ def example_probes(client_data: tff.simulation.datasets.ClientData, client_ids: 
 
 def _parser(features: dict[str, dict] | None):
     """The function from a record to one example: EMNIST's (`label`, `pixels` 28x28), or `features`' (catalogue)."""
-    if features is None:
+    if not features:  # EMNIST's, also for a catalogue written before features were recorded.
         def parse(record):
             example = tf.io.parse_single_example(record, _FEATURES)
             return collections.OrderedDict(label=tf.cast(example["label"][0], tf.int32),

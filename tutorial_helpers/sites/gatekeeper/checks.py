@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 from tutorial_helpers.sites.gatekeeper.fingerprints import CacheKeyReused, Fingerprints
 from tutorial_helpers.sites.gatekeeper.ledger import ValueLedger, positions, same_number
-from tutorial_helpers.sites.gatekeeper.policy import APPROVALS, LIMITS_FILE, PINS, Policy
+from tutorial_helpers.sites.gatekeeper.policy import APPROVALS, LIMITS_FILE, PINS, TRUSTED_CONTROLLER, Policy
 
-__all__ = ["REVIEWED_METHODS", "ApprovedComputations", "Call", "IncomingCheck", "MinimumCohort",
+__all__ = ["REVIEWED_METHODS", "ApprovedComputations", "Call", "DistinctClients", "IncomingCheck", "MinimumCohort",
            "NoDatasetsFromOutside", "OutgoingFilter", "PinnedValues", "Refused", "RememberValues", "ResultCap",
-           "ReviewedMethodsOnly", "Unauthenticated", "executor_methods"]
+           "ReviewedMethodsOnly", "TrustNeedsTls", "Unauthenticated", "executor_methods"]
 
 SERVICE = "tensorflow_federated.v0.ExecutorGroup"
 
@@ -60,6 +60,10 @@ class Call:
     method: str  # The call's name in TFF's service: "CreateValue", "Compute", ...
     request: bytes
     notes: list[str] = dataclasses.field(default_factory=list)  # What the checks say, for the audit log.
+    # The pinned values PinnedValues checked in this call's argument ({pin name: number}); the ledger keeps them
+    # with the call's result, so that what is later done with the result uses the numbers that were checked.
+    checked: dict[str, float] = dataclasses.field(default_factory=dict)
+    noise_multiplier: float | None = None  # The noise SiteNoise applied to this answer (PrivacyBudget records it).
 
     @functools.cached_property
     def parsed(self) -> Any:
@@ -95,6 +99,23 @@ class ReviewedMethodsOnly:
                           "call of TFF's executor service, so it forwards none.")
 
 
+class TrustNeedsTls:
+    """For a gatekeeper without TLS: refuses every call while the site trusts one controller certificate.
+
+    `trusted_controller.txt` can be checked only over mutual TLS; without
+    it, serving anyone would ignore what the site asked for (fails closed).
+    """
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+
+    def check(self, call: Call) -> None:
+        if self.policy.current().controller is not None:
+            raise Refused(f"Site {call.site!r} trusts one controller certificate ({TRUSTED_CONTROLLER}) but its "
+                          "gatekeeper runs without TLS, so it cannot check it: start the site with TLS, or delete "
+                          "the file.")
+
+
 class NoDatasetsFromOutside:
     """Refuses a `CreateValue` that carries a dataset anywhere in its value: a site loads its own data."""
 
@@ -124,6 +145,43 @@ def _computations_in_value(value) -> list:
     if which == "federated":
         return [c for member in value.federated.value for c in _computations_in_value(member)]
     return []  # An array (a tensor): model weights, client ids; or a dataset (NoDatasetsFromOutside).
+
+
+class DistinctClients:
+    """Refuses a `CreateValue` whose value, anywhere in it, is placed at the clients with two members alike.
+
+    A round's clients are the members of a value placed at CLIENTS (their
+    ids). The same id twice, or one member marked as the same for every
+    client (``all_equal``) in an executor made for more than one client,
+    counts one client's update several times in the site's sum: past its
+    minimum number of clients, and past the noise that is set for one
+    client's part. Each member must be different (compared as sent).
+    """
+
+    def __init__(self, ledger: ValueLedger):
+        self.ledger = ledger
+
+    def check(self, call: Call) -> None:
+        if call.method != "CreateValue":
+            return
+        for federated in _federated_at_clients(call.parsed.value):
+            clients = self.ledger.clients(call.parsed.executor.id)
+            if federated.type.all_equal and clients != 1:
+                raise Refused(f"Site {call.site!r} refused a value that is the same for every one of "
+                              f"{clients} clients: each client of a round is a different client.")
+            members = [member.SerializeToString() for member in federated.value]
+            if len(set(members)) != len(members):
+                raise Refused(f"Site {call.site!r} refused a round that names the same client more than once: "
+                              "each client of a round counts once.")
+
+
+def _federated_at_clients(value) -> list:
+    which = value.WhichOneof("value")
+    if which == "struct":
+        return [f for element in value.struct.element for f in _federated_at_clients(element.value)]
+    if which == "federated" and value.federated.type.placement.value.uri == "clients":
+        return [value.federated]
+    return []
 
 
 class ApprovedComputations:
@@ -182,7 +240,7 @@ class PinnedValues:
         if function is None:
             raise Refused(f"Site {call.site!r} refused a call of a computation it did not see sent whole: it "
                           f"checks its pinned values ({PINS}) only on computations sent to it as such.")
-        found, parameter, _ = function
+        found, parameter = function.fingerprint, function.parameter
         checked, absent = [], []
         for name, pinned in pins.items():
             places = [] if parameter is None else positions(parameter, name.split("."))
@@ -200,6 +258,7 @@ class PinnedValues:
                                   f"{f'{wrong[0]:.7g}' if wrong else 'missing'}, and the site pins it to {pinned:g} "
                                   f"({PINS}).")
                 checked.append(f"{path}={pinned}")
+                call.checked[name] = pinned
         call.notes.append(f"computation={found}" + (f" pinned {' '.join(checked)}" if checked else "")
                           + (f" (pins not in its parameter: {' '.join(absent)})" if absent else ""))
 
@@ -262,5 +321,5 @@ class RememberValues:
         self.ledger = ledger
 
     def filter(self, call: Call, answer: bytes) -> bytes:
-        self.ledger.record(call.method, call.request, answer)
+        self.ledger.record(call.method, call.request, answer, checked=call.checked)
         return answer

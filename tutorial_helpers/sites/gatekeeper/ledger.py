@@ -20,11 +20,16 @@ KEPT_ARRAY_BYTES = 1024
 
 
 class Function(NamedTuple):
-    """A computation the controller sent whole: its fingerprint and its parameter and result types (Type protos)."""
+    """A computation the controller sent whole: its fingerprint and its parameter and result types (Type protos).
+
+    For a call's result (`ValueLedger.called`), `checked` holds the pinned
+    values that were checked in that call's argument: {pin name: number}.
+    """
 
     fingerprint: str
     parameter: Any  # None for a computation without a parameter.
     result: Any
+    checked: dict = {}
 
 
 class ValueLedger:
@@ -65,8 +70,12 @@ class ValueLedger:
         self._clients: dict[str, int] = {}  # Executor id -> its CLIENTS cardinality (a round's clients here).
         self._lock = threading.RLock()
 
-    def record(self, method: str, request: bytes, answer: bytes) -> None:
-        """Updates the ledger with a call the worker answered (`method` without its service)."""
+    def record(self, method: str, request: bytes, answer: bytes, checked: dict | None = None) -> None:
+        """Updates the ledger with a call the worker answered (`method` without its service).
+
+        `checked`: for a `CreateCall`, the pinned values checked in its
+        argument, kept with its result (`called(...).checked`).
+        """
         pb2 = self._pb2
         with self._lock:
             if method == "GetExecutor":
@@ -96,7 +105,7 @@ class ValueLedger:
                 called = self._functions.get((parsed.executor.id, parsed.function_ref.id))
                 if called is not None:
                     key = (parsed.executor.id, pb2.CreateCallResponse.FromString(answer).value_ref.id)
-                    self._calls[key] = called
+                    self._calls[key] = called._replace(checked=dict(checked or {}))
             elif method == "Dispose":
                 parsed = pb2.DisposeRequest.FromString(request)
                 for ref in parsed.value_ref:

@@ -20,6 +20,7 @@ from tutorial_helpers.sites.gatekeeper.checks import (
     SERVICE,
     ApprovedComputations,
     Call,
+    DistinctClients,
     IncomingCheck,
     MinimumCohort,
     NoDatasetsFromOutside,
@@ -29,6 +30,7 @@ from tutorial_helpers.sites.gatekeeper.checks import (
     RememberValues,
     ResultCap,
     ReviewedMethodsOnly,
+    TrustNeedsTls,
     Unauthenticated,
     executor_methods,
 )
@@ -40,20 +42,21 @@ from tutorial_helpers.sites.gatekeeper.release import PrivacyBudget, SiteNoise
 __all__ = ["ControllerOnly", "Gate", "standard_chains"]
 
 
-def standard_chains(policy: Policy, max_result_bytes: int | None = None
+def standard_chains(policy: Policy, max_result_bytes: int | None = None, tls: bool = True
                     ) -> tuple[list[IncomingCheck], list[OutgoingFilter]]:
     """The kit's chains for a site: (incoming checks, outgoing filters), in the order they run.
 
-    In: only reviewed calls, no datasets from outside, only approved
-    computations, pinned values as pinned. Out: the site's minimum number
+    In: only reviewed calls, no datasets from outside, no client counted
+    twice, only approved computations, pinned values as pinned. Out: the site's minimum number
     of clients, its noise (`release.SiteNoise`) and its privacy budget
     (`release.PrivacyBudget`) if its limits set them, the result cap (if
-    any), then the ledger that the other checks and filters read.
+    any), then the ledger that the other checks and filters read. Without
+    `tls`, first: no call while the site trusts one controller certificate.
     """
     fingerprints = Fingerprints()
     ledger = ValueLedger(lambda computation: fingerprints.form(computation)[0])
-    incoming = [ReviewedMethodsOnly(), NoDatasetsFromOutside(), ApprovedComputations(policy, fingerprints),
-                PinnedValues(policy, ledger)]
+    incoming = [*([] if tls else [TrustNeedsTls(policy)]), ReviewedMethodsOnly(), NoDatasetsFromOutside(),
+                DistinctClients(ledger), ApprovedComputations(policy, fingerprints), PinnedValues(policy, ledger)]
     outgoing = [MinimumCohort(policy, ledger), SiteNoise(policy, ledger), PrivacyBudget(policy),
                 *([] if max_result_bytes is None else [ResultCap(max_result_bytes)]), RememberValues(ledger)]
     return incoming, outgoing

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from tutorial_helpers.sites.gatekeeper.checks import Call, Refused
-from tutorial_helpers.sites.gatekeeper.ledger import Function, ValueLedger, positions
+from tutorial_helpers.sites.gatekeeper.ledger import Function, ValueLedger
 from tutorial_helpers.sites.gatekeeper.policy import CLIPPING_NORM, LIMITS_FILE, PINS, Policy
 
 __all__ = ["SPENT_FILE", "UPDATE", "PrivacyBudget", "SiteNoise", "epsilon_spent", "read_spent"]
@@ -103,8 +103,8 @@ class SiteNoise:
 
     Without that limit it lets every answer through unchanged. With it,
     each `Compute` answer must be the result of a call (`ValueLedger.called`)
-    of a computation whose parameter holds the site's pinned
-    ``clipping_norm`` (so that `PinnedValues` checked it) and whose result
+    of a computation whose parameter holds ``clipping_norm``, checked by
+    `PinnedValues` in that very call and still the site's pin, and whose result
     holds exactly one part of the type of the parameter's
     ``global_model_weights.trainable``: the update sum. Anything else is
     refused, evaluation included. The update's numbers get Gaussian noise of
@@ -112,10 +112,11 @@ class SiteNoise:
     number in the answer is set to zero. Notes what it did for the log.
     """
 
-    def __init__(self, policy: Policy, ledger: ValueLedger, randomness: random.Random | None = None):
+    def __init__(self, policy: Policy, ledger: ValueLedger):
         self.policy = policy
         self.ledger = ledger
-        self.randomness = randomness or random.SystemRandom()
+        # normalvariate, not gauss: gauss keeps a draw between calls, which two threads could both use.
+        self.randomness = random.SystemRandom()
 
     def filter(self, call: Call, answer: bytes) -> bytes:
         multiplier = self.policy.limits.get("noise_multiplier")
@@ -148,27 +149,33 @@ class SiteNoise:
                 else:
                     _replace_numbers(value.array, np.zeros_like)
                     withheld += 1
+        call.noise_multiplier = multiplier
         call.notes.append(f"noised {noised} update arrays (std {std:.6g} = {multiplier:g} x {CLIPPING_NORM} "
                           f"{norm:g}), withheld {withheld} metric and count arrays")
         return response.SerializeToString()
 
     def _noise(self, std: float) -> Callable[[np.ndarray], np.ndarray]:
         def add(values: np.ndarray) -> np.ndarray:
-            draws = np.fromiter((self.randomness.gauss(0.0, std) for _ in range(values.size)), float, values.size)
+            draws = np.fromiter((self.randomness.normalvariate(0.0, std) for _ in range(values.size)), float,
+                                values.size)
             return values + draws.reshape(values.shape)
 
         return add
 
     def _clipping_norm(self, call: Call, function: Function) -> float:
-        pinned = {name: number for name, number in self.policy.pins.items()
-                  if name.split(".")[-1] == CLIPPING_NORM and function.parameter is not None
-                  and positions(function.parameter, name.split("."))}
-        if len(set(pinned.values())) != 1:
-            raise Refused(f"Site {call.site!r} refused to send back a round whose clipping norm it does not pin: "
+        """The clipping norm checked in the round's own call, which must still be the site's pin."""
+        checked = {name: number for name, number in function.checked.items() if name.split(".")[-1] == CLIPPING_NORM}
+        pinned = {name: number for name, number in self.policy.pins.items() if name.split(".")[-1] == CLIPPING_NORM}
+        if len(set(checked.values())) != 1:
+            raise Refused(f"Site {call.site!r} refused to send back a round whose clipping norm it did not check: "
                           f"with noise, each client's update must be clipped at a norm the site pins "
-                          f"({PINS}: {CLIPPING_NORM} = NUMBER) in a computation whose parameter holds it"
-                          + (f"; its pins give {sorted(pinned.values())}" if pinned else "") + ".")
-        return next(iter(pinned.values()))
+                          f"({PINS}: {CLIPPING_NORM} = NUMBER) in a computation whose parameter holds it, pinned "
+                          "when the round was called.")
+        norm = next(iter(checked.values()))
+        if set(pinned.values()) != {norm}:
+            raise Refused(f"Site {call.site!r} refused to send back a round clipped at {norm:g}: its pinned "
+                          f"{CLIPPING_NORM} is now {sorted(pinned.values()) or 'none'} ({PINS}).")
+        return norm
 
     def _update_position(self, call: Call, function: Function) -> tuple:
         named = [(position, type_proto) for names, position, type_proto in _nodes(function.parameter)
@@ -245,7 +252,10 @@ class PrivacyBudget:
         limits = self.policy.limits
         if call.method != "Compute" or "epsilon" not in limits:
             return answer
-        budget, delta, multiplier = limits["epsilon"], limits["delta"], limits["noise_multiplier"]
+        budget, delta, multiplier = limits["epsilon"], limits["delta"], call.noise_multiplier
+        if multiplier is None:  # The noise was switched off between the two filters: nothing to account for.
+            raise Refused(f"Site {call.site!r} refused to send back an answer with a privacy budget but no noise "
+                          f"({LIMITS_FILE}).")
         with self._lock:
             spent = read_spent(self.policy.folder)
             before = epsilon_spent(spent, delta)

@@ -84,7 +84,8 @@ def serve(args) -> int:
     try:
         launcher.wait_for_port(args.worker_port, worker, timeout=60, stop=stop)
         cap = None if args.max_result_bytes <= 0 else args.max_result_bytes
-        gate = Gate(args.site, log, f"127.0.0.1:{args.worker_port}", *standard_chains(policy, cap))
+        chains = standard_chains(policy, cap, tls=args.tls is not None)
+        gate = Gate(args.site, log, f"127.0.0.1:{args.worker_port}", *chains)
         interceptors = [] if args.tls is None else [ControllerOnly(args.site, args.controller, log, policy)]
         options = [*GRPC_OPTIONS, ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_SECONDS * 1000))]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=options, interceptors=interceptors)
