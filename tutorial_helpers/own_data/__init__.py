@@ -1,4 +1,4 @@
-"""Your own data as federated clients: tables, image folders and SQL databases, without TensorFlow.
+"""Your own data as federated clients: tables, image folders and SQL databases (TensorFlow only in `federated`).
 
 * `sources`: `TableSource` (CSV, Parquet, a pandas DataFrame),
   `ImageFolderSource` (`root/<client>/<label>/*.png` or `root/<label>/*.png`),
@@ -14,8 +14,9 @@
 * `postgres`: `LocalPostgres`, a throwaway server for the tests and the benchmark.
 * ``python -m tutorial_helpers.own_data describe DATA --client-column C --label-column L``.
 
-Nothing here imports TensorFlow (a test checks): the TensorFlow adapter turns a
-source into `tf.data` datasets and a `DataBackend`.
+Importing this package imports no TensorFlow (a test checks); `federated`, the
+TensorFlow adapter imported on its own, turns a source into `tf.data` datasets
+and a `DataBackend`, and writes the EMNIST sample as images and tables.
 """
 
 from tutorial_helpers.own_data import partition
