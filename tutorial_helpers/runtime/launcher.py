@@ -122,9 +122,8 @@ def remove_orphans() -> list[str]:
     pid are left alone. Called by the kit whenever it makes such a folder,
     when `tutorial_helpers.runtime.processes` is imported, and by a launcher
     whose parent died: so a killed kernel's sites folder, with every site's
-    raw examples, goes as soon as the kernel's workers are stopped; not
-    always yet (an intermittent failure, marked in tests/test_processes.py),
-    and then at the next kit process's start.
+    raw examples, goes as soon as the kernel's workers are stopped (or, at
+    the latest, at the next kit process's start).
     """
     import glob
     import shutil
@@ -350,12 +349,30 @@ def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
             os.unlink(socket_path)
         except FileNotFoundError:
             pass
-        if parent_died.is_set():  # The kit's process died (a killed kernel): its folders go with it.
-            deadline = time.monotonic() + 5  # Its other threads end a moment after the one that started us.
-            while not process_gone(parent) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            remove_orphans()
+        if parent_died.is_set() or process_gone(parent):  # A killed kernel: its folders go with it.
+            _sweep_after(parent)
     return exit_code_like(code)
+
+
+def _sweep_after(parent: int, timeout: float = 30) -> None:
+    """Once process `parent` has ended, removes its folders and logs (`remove_orphans`); says what it did.
+
+    The parent-death signal comes when the parent's *thread* that started
+    this launcher ends; the process ends when its last thread does, which
+    under load can take seconds. A parent still running after `timeout`
+    seconds (a thread that started us ended, the process did not) keeps its
+    folders: it removes them itself.
+    """
+    deadline = time.monotonic() + timeout
+    while not process_gone(parent) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not process_gone(parent):
+        print(f"launcher: process {parent} still runs {timeout:.0f} s after the thread that started this launcher "
+              f"ended; its folders are left to it", file=sys.stderr, flush=True)
+        return
+    removed = remove_orphans()
+    print(f"launcher: process {parent} has ended; removed {len(removed)} of its folders and logs",
+          file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
