@@ -545,3 +545,36 @@ def test_an_unsafe_client_id_says_which_characters_and_suggests_a_name():
     with pytest.raises(own_data.ClientIdError) as error:
         own_data.safe_client_id("north/ward 3")
     assert "it holds ' ', '/'" in str(error.value) and "'north_ward_3'" in str(error.value)
+
+
+def test_the_shipped_penguins_sql_is_what_the_csv_gives_and_loads_into_sqlite_as_the_same_clients(tmp_path):
+    """sample_data/penguins.sql is regenerated from the CSV and compared whole; run in SQLite, each nest's rows
+    equal the CSV's, in the same order; a copy with one value changed does not."""
+    from tutorial_helpers.own_data import penguins
+
+    assert penguins.PENGUINS_SQL.read_text(encoding="utf-8") == penguins.penguins_sql()
+    url = f"sqlite:///{tmp_path / 'penguins.db'}"
+    assert penguins.run_sql_script(penguins.PENGUINS_SQL, url) == 2 + 342
+    table = penguins.penguins_source()
+    source = own_data.SqlSource(url, "penguins", client_column="nest", label_column="Species", site_column="Island",
+                                feature_columns=penguins.MEASUREMENTS)
+    assert len(table.client_ids) == 134 and source.client_ids == table.client_ids
+    assert source.sites() == table.sites() and set(table.sites()) == {"Biscoe", "Dream", "Torgersen"}
+    assert source.client_index() == "penguins_nest"
+
+    def same(a, b, client):
+        return np.array_equal(a.examples(client).labels, b.examples(client).labels) and all(
+            np.array_equal(a.examples(client).features[n], b.examples(client).features[n])
+            for n in penguins.MEASUREMENTS)
+
+    assert all(same(table, source, client) for client in table.client_ids)
+    changed = tmp_path / "changed.sql"  # The control: one measurement off by 0.1 mm is seen.
+    changed.write_text(penguins.PENGUINS_SQL.read_text().replace("'Torgersen_N1', 'Torgersen', "
+                                                                  "'Adelie Penguin (Pygoscelis adeliae)', 39.1,",
+                                                                  "'Torgersen_N1', 'Torgersen', "
+                                                                  "'Adelie Penguin (Pygoscelis adeliae)', 39.2,", 1))
+    other = f"sqlite:///{tmp_path / 'changed.db'}"
+    penguins.run_sql_script(changed, other)
+    other_source = own_data.SqlSource(other, "penguins", client_column="nest", label_column="Species",
+                                      feature_columns=penguins.MEASUREMENTS)
+    assert not same(table, other_source, "Torgersen_N1") and same(table, other_source, "Torgersen_N2")

@@ -104,3 +104,22 @@ def test_without_server_binaries_the_error_says_what_to_install(monkeypatch):
     assert postgres.server_binaries() is None
     with pytest.raises(FileNotFoundError, match=re.escape("apt-get install postgresql")):
         postgres.LocalPostgres()
+
+
+def test_the_shipped_penguins_sql_runs_on_postgres_and_gives_the_tables_clients(server):
+    """The same script as SQLite's (tests/test_own_data.py), on a real PostgreSQL: every nest's rows, as the CSV's."""
+    from tutorial_helpers.own_data import penguins
+
+    engine = sa.create_engine(server.url)
+    assert penguins.run_sql_script(penguins.PENGUINS_SQL, engine) == 2 + len(penguins.penguins_frame())
+    table = penguins.penguins_source()
+    source = own_data.SqlSource(engine, penguins.TABLE, client_column="nest", label_column="Species",
+                                site_column="Island", feature_columns=penguins.MEASUREMENTS)
+    assert source.client_index() == "penguins_nest"
+    assert source.client_ids == table.client_ids and source.sites() == table.sites()
+    for client in table.client_ids:
+        expected, got = table.examples(client), source.examples(client)
+        order, got_order = np.lexsort(list(expected.features.values())), np.lexsort(list(got.features.values()))
+        np.testing.assert_array_equal(got.labels[got_order], expected.labels[order])
+        for name in penguins.MEASUREMENTS:
+            np.testing.assert_array_equal(got.features[name][got_order], expected.features[name][order])

@@ -372,7 +372,23 @@ def _open_table(data) -> _FrameReader | _ParquetReader | _CsvReader:
                        "DataFrame and pass that.")
 
 
-class TableSource(ClientSource):
+class _ColumnSource(ClientSource):
+    """A source with one row per example: `feature_columns` each a float32 of shape (), the label an index."""
+
+    feature_columns: tuple[str, ...]
+    _labels: LabelMap
+
+    @property
+    def labels(self) -> LabelMap:
+        return self._labels
+
+    @property
+    def element_spec(self) -> dict[str, ArraySpec]:
+        spec = {name: ArraySpec(np.dtype(np.float32), ()) for name in self.feature_columns}
+        return {**spec, LABEL: ArraySpec(np.dtype(np.int32), ())}
+
+
+class TableSource(_ColumnSource):
     """Clients from a table: a CSV or Parquet file, or a pandas DataFrame; one row per example.
 
     Clients come from `client_column` (one client per distinct value, the
@@ -458,15 +474,6 @@ class TableSource(ClientSource):
     @property
     def client_ids(self) -> tuple[str, ...]:
         return tuple(self.client_rows)
-
-    @property
-    def labels(self) -> LabelMap:
-        return self._labels
-
-    @property
-    def element_spec(self) -> dict[str, ArraySpec]:
-        spec = {name: ArraySpec(np.dtype(np.float32), ()) for name in self.feature_columns}
-        return {**spec, LABEL: ArraySpec(np.dtype(np.int32), ())}
 
     def examples(self, client_id: str) -> ClientExamples:
         positions = self.client_rows.get(str(client_id))
@@ -644,7 +651,7 @@ class ImageFolderSource(ClientSource):
 # --- SQL -------------------------------------------------------------------------------------------------------
 
 
-class SqlSource(ClientSource):
+class SqlSource(_ColumnSource):
     """Clients from a table of a SQL database, through SQLAlchemy 1.4 (SQLite, PostgreSQL, ...).
 
     `database` is a SQLAlchemy URL (`sqlite:///data.db`,
@@ -745,15 +752,6 @@ class SqlSource(ClientSource):
     @property
     def client_ids(self) -> tuple[str, ...]:
         return tuple(self._ids)
-
-    @property
-    def labels(self) -> LabelMap:
-        return self._labels
-
-    @property
-    def element_spec(self) -> dict[str, ArraySpec]:
-        spec = {name: ArraySpec(np.dtype(np.float32), ()) for name in self.feature_columns}
-        return {**spec, LABEL: ArraySpec(np.dtype(np.int32), ())}
 
     def examples(self, client_id: str) -> ClientExamples:
         import pandas as pd
