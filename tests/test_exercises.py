@@ -656,3 +656,58 @@ def test_rounds_within_passes_the_solution_and_refuses_each_wrong_answer():
     for answer, hint in wrong.items():
         result = exercises.check_rounds_within(answer)
         assert not result.passed and hint in result.message, (hint, result.message)
+
+
+def test_client_rows_passes_the_solution_and_refuses_each_wrong_answer():
+    solution = run_solution("10_client_rows.py")["client_rows"]
+    result = exercises.check_client_rows(solution)
+    assert result.passed and "One query per client" in result.message
+
+    def unsolved(connection, client_id):
+        raise NotImplementedError
+
+    result = exercises.check_client_rows(unsolved)
+    assert not result.passed and "Not solved yet" in result.message and "10_client_rows.py" in result.message
+    columns = ('"Culmen Length (mm)", "Culmen Depth (mm)", "Flipper Length (mm)", "Body Mass (g)", "Species"')
+
+    def formatted(connection, client_id):  # The id pasted into the SQL.
+        return connection.execute(f"SELECT {columns} FROM penguins WHERE nest = '{client_id}'").fetchall()
+
+    def whole_table(connection, client_id):  # Right rows, but every client's rows read.
+        return [row[:5] for row in connection.execute(f"SELECT {columns}, nest FROM penguins") if row[5] == client_id]
+
+    def star(connection, client_id):
+        return connection.execute("SELECT * FROM penguins WHERE nest = ?", (client_id,)).fetchall()
+
+    def first_only(connection, client_id):
+        row = connection.execute(f"SELECT {columns} FROM penguins WHERE nest = ?", (client_id,)).fetchone()
+        return [row] if row else []
+
+    def prefix(connection, client_id):  # Biscoe_N1 also finds Biscoe_N11, Biscoe_N12, ...
+        return connection.execute(f"SELECT {columns} FROM penguins WHERE nest LIKE ?", (client_id + "%",)).fetchall()
+
+    def without_species(connection, client_id):
+        return [row[:4] for row in solution(connection, client_id)]
+
+    def raises_for_unknown(connection, client_id):
+        rows = solution(connection, client_id)
+        if not rows:
+            raise KeyError(client_id)
+        return rows
+
+    def as_lists(connection, client_id):
+        return [list(row) for row in solution(connection, client_id)]
+
+    wrong = {
+        formatted: "Pass it as a parameter",
+        whole_table: "read the whole table",
+        star: "select the four measurements",
+        first_only: "fetch every row",
+        prefix: "Compare the nest exactly",
+        without_species: "its rows have 4 values",
+        raises_for_unknown: "it raised KeyError",
+        as_lists: "return a list of tuples",
+    }
+    for answer, hint in wrong.items():
+        result = exercises.check_client_rows(answer)
+        assert not result.passed and hint in result.message, (hint, result.message)

@@ -17,7 +17,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 WALKTHROUGH = ["01_preprocessing", "02_data_backend", "03_execution_context", "04_training"]
 BEYOND = ["05_remote_data_service", "06_worker_side_loading", "07_data_stays_at_its_site", "08_the_site_decides",
-          "09_what_leaves_a_site"]
+          "09_what_leaves_a_site", "10_your_own_data"]
 
 
 def load(path):
