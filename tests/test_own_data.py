@@ -369,6 +369,61 @@ def test_a_sql_client_with_no_rows_and_a_non_numeric_sql_feature_are_named(tmp_p
         source.examples("a")
 
 
+
+def test_a_big_sql_client_is_read_in_chunks_to_the_same_arrays_and_errors_name_the_row_past_the_first_chunk(
+        tmp_path, monkeypatch):
+    """With 3 rows a chunk, a client of 8 rows comes back exactly as in one piece, in order; a bad value in its
+    7th row (the third chunk) is named as row 7, and a label unseen in training in its 5th as row 5."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    values = [str(v) for v in range(8)]
+    frame = pd.DataFrame({"writer": ["a"] * 8 + ["b"] * 8 + ["c"] * 8,
+                          "label": [0, 1] * 4 + [0, 1] * 4 + [0, 1, 0, 1, 0, 1, 0, 1],
+                          "f0": values + values[:6] + ["x", "7"] + values})
+    frame.loc[20, "label"] = 7  # c's 5th row: a label the training map does not hold.
+    own_data.write_sql_table(frame, url, "examples")
+    source = own_data.SqlSource(url, "examples", client_column="writer", label_column="label", feature_columns=["f0"],
+                                labels=own_data.LabelMap([0, 1, 7]))
+    whole = source.examples("a")
+    monkeypatch.setattr(own_data.SqlSource, "CHUNK_ROWS", 3)
+    chunked = source.examples("a")
+    np.testing.assert_array_equal(chunked.features["f0"], np.arange(8, dtype=np.float32))
+    np.testing.assert_array_equal(chunked.features["f0"], whole.features["f0"])
+    np.testing.assert_array_equal(chunked.labels, whole.labels)
+    with pytest.raises(own_data.FeatureValueError, match="client 'b', its row 7 in the query's order: column 'f0' "
+                                                         "holds 'x'"):
+        source.examples("b")
+    train_labels = own_data.LabelMap([0, 1])
+    narrow = own_data.SqlSource(url, "examples", client_column="writer", label_column="label", feature_columns=["f0"],
+                                labels=own_data.LabelMap([0, 1, 7]))
+    narrow._labels = train_labels  # As if the table changed after the source was made.
+    with pytest.raises(own_data.UnknownLabelError, match="client 'c', its row 5: label 7 was not seen"):
+        narrow.examples("c")
+
+
+def test_a_big_csv_client_is_parsed_in_batches_to_the_same_arrays_and_errors_name_the_line_past_the_first_batch(
+        tmp_path, monkeypatch):
+    """With 3 rows a batch, a client of 8 rows spread over the file comes back as in one piece; 'x' in its 7th row
+    (the third batch) is named by its line in the file; a batch with no bad value still parses as numbers."""
+    from tutorial_helpers.own_data import sources
+
+    path = tmp_path / "t.csv"
+    frame = pd.DataFrame({"writer": ["a", "b"] * 8, "label": [0, 1] * 8, "f0": [str(v / 4) for v in range(16)]})
+    frame.to_csv(path, index=False)
+    source = own_data.TableSource(path, client_column="writer", label_column="label", feature_columns=["f0"])
+    whole = source.examples("a")
+    monkeypatch.setattr(sources._CsvReader, "BATCH_ROWS", 3)
+    batched = source.examples("a")
+    np.testing.assert_array_equal(batched.features["f0"], np.arange(0, 16, 2, dtype=np.float32) / 4)
+    np.testing.assert_array_equal(batched.features["f0"], whole.features["f0"])
+    np.testing.assert_array_equal(batched.labels, whole.labels)
+    frame.loc[13, "f0"] = "x"  # b's 7th row, line 15 of the file (the header is line 1).
+    frame.to_csv(path, index=False)
+    source = own_data.TableSource(path, client_column="writer", label_column="label", feature_columns=["f0"])
+    with pytest.raises(own_data.FeatureValueError, match=re.escape(f"{path}, line 15 (row 14 after the header): "
+                                                                   "column 'f0' holds 'x'")):
+        source.examples("b")
+    np.testing.assert_array_equal(source.examples("a").features["f0"], whole.features["f0"])
+
 # --- partitioners ------------------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ imports TensorFlow: a TensorFlow adapter turns a source into datasets.
 from __future__ import annotations
 
 import abc
+import functools
 import io
 import os
 import re
@@ -335,20 +336,36 @@ class _CsvReader:
                                "fields?). Rewrite it with pandas (DataFrame.to_csv) or use Parquet.")
         return values.cat.codes.to_numpy(dtype=np.int64), list(values.cat.categories)
 
+    BATCH_ROWS = 2048  # Rows read and parsed at a time: a batch's text, not a whole client's, is held at once.
+
     def rows(self, positions: np.ndarray, names: Sequence[str]):
+        import pandas as pd
+
+        frames = []
+        with open(self.path, "rb") as file:
+            for batch in range(0, len(positions), self.BATCH_ROWS):
+                frames.append(self._parse(file, positions[batch:batch + self.BATCH_ROWS], names))
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    def _parse(self, file, positions: np.ndarray, names: Sequence[str]):
+        """The rows at `positions` (in order), read by seeking to each run of adjacent rows, as a DataFrame."""
         import pandas as pd
 
         starts, ends = self.starts[positions], self.ends[positions]
         breaks = np.flatnonzero(starts[1:] != ends[:-1]) + 1
         chunks = []
-        with open(self.path, "rb") as file:
-            for run_starts, run_ends in zip(np.split(starts, breaks), np.split(ends, breaks), strict=True):
-                file.seek(int(run_starts[0]))
-                chunk = file.read(int(run_ends[-1] - run_starts[0]))
-                chunks.append(chunk if chunk.endswith(b"\n") else chunk + b"\n")
-        frame = pd.read_csv(io.BytesIO(b"".join(chunks)), header=None, names=self.columns, usecols=list(names),
-                            dtype=str, skip_blank_lines=False)
-        return frame
+        for run_starts, run_ends in zip(np.split(starts, breaks), np.split(ends, breaks), strict=True):
+            file.seek(int(run_starts[0]))
+            chunk = file.read(int(run_ends[-1] - run_starts[0]))
+            chunks.append(chunk if chunk.endswith(b"\n") else chunk + b"\n")
+        text = io.BytesIO(b"".join(chunks))
+        read = functools.partial(pd.read_csv, text, header=None, names=self.columns, usecols=list(names),
+                                 skip_blank_lines=False)
+        try:  # Numbers straight to arrays: text objects per value would take several times the memory.
+            return read(dtype={name: np.float64 for name in names})
+        except (ValueError, TypeError):  # A value that is not a number: as text, so the error can quote it.
+            text.seek(0)
+            return read(dtype=str)
 
     def row_name(self, position: int) -> str:
         with open(self.path, "rb") as file:
@@ -664,11 +681,16 @@ class SqlSource(_ColumnSource):
     client ids, the distinct labels (checked against `labels` when given).
     No example is loaded. `examples(client)` runs one query, `SELECT
     <features>, <label> FROM <table> WHERE <client_column> = :id`, and
-    returns its rows in the database's order. Without an index on the
+    returns its rows in the database's order, fetched and converted to
+    arrays `CHUNK_ROWS` at a time (streamed from the server where the driver
+    can), so that a big client's rows are never all Python objects at once.
+    Without an index on the
     client column that query scans the table: `create_client_index()` makes
     one. Every error names the table and the database's URL, without its
     password.
     """
+
+    CHUNK_ROWS = 1024  # Rows fetched and converted at a time.
 
     def __init__(self, database, table: str, *, client_column: str, label_column: str,
                  feature_columns: Sequence[str] = (), site_column: str | None = None, labels: LabelMap | None = None):
@@ -688,11 +710,17 @@ class SqlSource(_ColumnSource):
         return f"table {self.table_name!r} of {self.url}"
 
     def _run(self, statement, doing: str) -> list:
+        return [row for chunk in self._chunks(statement, doing) for row in chunk]
+
+    def _chunks(self, statement, doing: str):
+        """The statement's rows, `CHUNK_ROWS` at a time, streamed (a server-side cursor where the driver has one)."""
         import sqlalchemy as sa
 
         try:
             with self.engine.connect() as connection:
-                return connection.execute(statement).fetchall()
+                result = connection.execution_options(stream_results=True).execute(statement)
+                while rows := result.fetchmany(self.CHUNK_ROWS):
+                    yield rows
         except sa.exc.SQLAlchemyError as error:
             detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
             raise SqlSourceError(f"{self._where()}: the database refused {doing}: {detail}. Check the table and "
@@ -760,19 +788,27 @@ class SqlSource(_ColumnSource):
         client_id = str(client_id)
         if client_id not in self._ids:
             raise self.unknown_client(client_id, self._where())
-        columns = [self.table.c[name] for name in (*self.feature_columns, self.label_column)]
-        statement = sa.select(*columns).where(self.table.c[self.client_column] == self._ids[client_id])
-        rows = self._run(statement, f"the query for client {client_id!r}")
-        if not rows:
+        names = [*self.feature_columns, self.label_column]
+        statement = sa.select(*[self.table.c[name] for name in names]).where(
+            self.table.c[self.client_column] == self._ids[client_id])
+        where, done = self._where(), 0
+        parts: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+        # Converted a chunk at a time: the rows as Python objects take several times the arrays' memory.
+        for rows in self._chunks(statement, f"the query for client {client_id!r}"):
+            frame = pd.DataFrame.from_records(rows, columns=names)
+            features = _numeric_features(frame, self.feature_columns, lambda i, start=done: (
+                f"{where}, client {client_id!r}, its row {start + i + 1} in the query's order"))
+            labels = self._labels.encode(frame[self.label_column].to_numpy(dtype=object),
+                                         lambda i, start=done: f"{where}, client {client_id!r}, its row {start + i + 1}")
+            parts.append((features, labels))
+            done += len(rows)
+        if not parts:
             raise EmptyClientError(f"{self._where()}: client {client_id!r} has no rows now (it had when the source "
                                    "was made); make the source again to see the current clients.")
-        frame = pd.DataFrame.from_records(rows, columns=[*self.feature_columns, self.label_column])
-        where = self._where()
-        features = _numeric_features(frame, self.feature_columns,
-                                     lambda i: f"{where}, client {client_id!r}, its row {i + 1} in the query's order")
-        labels = self._labels.encode(frame[self.label_column].to_numpy(dtype=object),
-                                     lambda i: f"{where}, client {client_id!r}, its row {i + 1}")
-        return ClientExamples(features, labels)
+        if len(parts) == 1:
+            return ClientExamples(*parts[0])
+        return ClientExamples({name: np.concatenate([f[name] for f, _ in parts]) for name in self.feature_columns},
+                              np.concatenate([labels for _, labels in parts]))
 
     def label_counts(self) -> dict[str, np.ndarray]:
         import sqlalchemy as sa
