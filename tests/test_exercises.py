@@ -698,9 +698,27 @@ def test_client_rows_passes_the_solution_and_refuses_each_wrong_answer():
     def as_lists(connection, client_id):
         return [list(row) for row in solution(connection, client_id)]
 
+    def quoted_repr(connection, client_id):  # The id pasted in with Python's quotes.
+        return connection.execute(f"SELECT {columns} FROM penguins WHERE nest = {client_id!r}").fetchall()
+
+    def escaped(connection, client_id):  # Quotes doubled by hand: still the id in the SQL text.
+        quoted = client_id.replace("'", "''")
+        return connection.execute(f"SELECT {columns} FROM penguins WHERE nest = '{quoted}'").fetchall()
+
+    def where_anything(connection, client_id):  # A WHERE that keeps every row, then a filter in Python.
+        rows = connection.execute(f"SELECT {columns}, nest FROM penguins WHERE nest IS NOT NULL").fetchall()
+        return [row[:5] for row in rows if row[5] == client_id]
+
+    def no_query(connection, client_id):
+        return []
+
     wrong = {
         formatted: "Pass it as a parameter",
+        quoted_repr: "Pass it as a parameter",
+        escaped: "Pass it as a parameter",
         whole_table: "read the whole table",
+        where_anything: "read the whole table",
+        no_query: "not the nest's",
         star: "select the four measurements",
         first_only: "fetch every row",
         prefix: "Compare the nest exactly",
@@ -711,3 +729,20 @@ def test_client_rows_passes_the_solution_and_refuses_each_wrong_answer():
     for answer, hint in wrong.items():
         result = exercises.check_client_rows(answer)
         assert not result.passed and hint in result.message, (hint, result.message)
+
+    def commented(connection, client_id):  # Right answers in other shapes pass too.
+        query = f"-- one nest\nSELECT {columns} FROM penguins WHERE(nest = ?);"
+        return connection.execute(query, (client_id,)).fetchall()
+
+    def with_cte(connection, client_id):
+        return connection.execute(f"WITH mine AS (SELECT * FROM penguins WHERE nest = :id) SELECT {columns} FROM mine",
+                                  {"id": client_id}).fetchall()
+
+    def through_a_cursor(connection, client_id):
+        cursor = connection.cursor()
+        cursor.execute(f"SELECT {columns} FROM penguins WHERE nest = ?", [client_id])
+        return [tuple(row) for row in cursor]
+
+    for answer in (commented, with_cte, through_a_cursor):
+        result = exercises.check_client_rows(answer)
+        assert result.passed, (answer.__name__, result.message)

@@ -424,6 +424,18 @@ def test_a_big_csv_client_is_parsed_in_batches_to_the_same_arrays_and_errors_nam
         source.examples("b")
     np.testing.assert_array_equal(source.examples("a").features["f0"], whole.features["f0"])
 
+
+def test_a_csv_feature_of_words_pandas_reads_as_booleans_is_refused_whatever_else_is_in_the_file(tmp_path):
+    """Read straight as numbers, 'True'/'False' would become 1.0/0.0 for a client whose rows hold nothing else:
+    they are refused, for that client as for one whose rows mix them with numbers."""
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"writer": ["a", "a", "b", "b"], "label": [0, 1, 0, 1],
+                  "f0": ["True", "false", "True", "2.5"]}).to_csv(path, index=False)
+    source = own_data.TableSource(path, client_column="writer", label_column="label", feature_columns=["f0"])
+    for client in "ab":
+        with pytest.raises(own_data.FeatureValueError, match="column 'f0' holds 'True', which is not a number"):
+            source.examples(client)
+
 # --- partitioners ------------------------------------------------------------------------------------------------
 
 
@@ -633,3 +645,6 @@ def test_the_shipped_penguins_sql_is_what_the_csv_gives_and_loads_into_sqlite_as
     other_source = own_data.SqlSource(other, "penguins", client_column="nest", label_column="Species",
                                       feature_columns=penguins.MEASUREMENTS)
     assert not same(table, other_source, "Torgersen_N1") and same(table, other_source, "Torgersen_N2")
+    with pytest.raises(own_data.OwnDataError, match=r"penguins.sql, line 4: the database refused it: .*already exists"
+                                                    r".*load the script into a new database file"):
+        penguins.run_sql_script(penguins.PENGUINS_SQL, url)  # Twice into one database.

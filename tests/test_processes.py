@@ -220,6 +220,42 @@ def test_a_killed_kernels_sites_folder_and_logs_go_with_its_workers_not_with_the
     assert not remaining, (remaining, logs)  # The launcher's log says whether it swept, and what it found.
 
 
+
+@pytest.mark.process
+def test_a_kernel_killed_while_its_contained_command_starts_leaves_no_folder_and_no_process(tmp_path):
+    """SIGKILL the controller while its contained command has not listened yet (the launcher still waits for its
+    port): the launcher stops the command and sweeps the folder, instead of dying of the signal unswept."""
+    import signal
+
+    if not processes.private_network_status()[0]:
+        pytest.skip("no private network here: commands are not contained, so no launcher outlives the kernel")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    script = ("import sys, time; from tutorial_helpers.runtime.processes import ManagedProcess, temporary_folder; "
+              "folder = temporary_folder('sites'); "
+              "never = ManagedProcess([sys.executable, '-c', 'import time; time.sleep(300)'], 'never listens', "
+              "private_network=True, inner_port=45678); "
+              "print(folder.name, never.pid, flush=True); time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        folder, launcher_pid = child.stdout.readline().split()
+        launcher = psutil.Process(int(launcher_pid))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not launcher.children():  # The command has started.
+            time.sleep(0.1)
+        command = launcher.children()[0]
+        assert Path(folder).is_dir()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+    deadline = time.monotonic() + 60  # A bound, not a speed target (see the test above).
+    while time.monotonic() < deadline and (list(tmp_path.glob(f"tff-kit-{child.pid}-*")) or launcher.is_running()):
+        time.sleep(0.2)
+    remaining = list(tmp_path.glob(f"tff-kit-{child.pid}-*"))
+    logs = {path.name: path.read_text(errors="replace")[-2000:] for path in remaining if path.suffix == ".log"}
+    assert not remaining, (remaining, logs)
+    assert not launcher.is_running() and not command.is_running()
+
 def test_a_temporary_folder_refuses_a_purpose_that_is_not_a_word():
     with pytest.raises(ValueError, match="purpose='../x'"):
         processes.temporary_folder("../x")

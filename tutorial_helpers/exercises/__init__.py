@@ -20,6 +20,6 @@ from tutorial_helpers.exercises.nb08_the_site_decides import check_would_run
 from tutorial_helpers.exercises.nb09_what_leaves_a_site import check_rounds_within
 from tutorial_helpers.exercises.nb10_your_own_data import check_client_rows
 
-__all__ = ["CheckResult", "check_caching_backend", "check_client_rows", "check_even_clients_backend", "check_group_by_site",
-           "check_label_zero_count", "check_other_clients", "check_rounds_within", "check_would_run",
-           "check_worker_side_filter"]
+__all__ = ["CheckResult", "check_caching_backend", "check_client_rows", "check_even_clients_backend",
+           "check_group_by_site", "check_label_zero_count", "check_other_clients", "check_rounds_within",
+           "check_would_run", "check_worker_side_filter"]

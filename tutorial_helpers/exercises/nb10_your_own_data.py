@@ -11,13 +11,61 @@ COLUMNS = ('"Culmen Length (mm)"', '"Culmen Depth (mm)"', '"Flipper Length (mm)"
 INJECTION = "Dream_N1' OR '1'='1"
 
 
+class _WatchedCursor(sqlite3.Cursor):
+    """A cursor that notes, on its connection, the SQL text of each statement as the answer wrote it."""
+
+    def execute(self, sql, *args):
+        self.connection.written.append(sql)
+        return super().execute(sql, *args)
+
+    def executemany(self, sql, *args):
+        self.connection.written.append(sql)
+        return super().executemany(sql, *args)
+
+    def executescript(self, script):
+        self.connection.written.append(script)
+        return super().executescript(script)
+
+
+class _WatchedConnection(sqlite3.Connection):
+    """A real sqlite3 connection that notes the SQL text of each statement as written, before any parameter."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.written: list[str] = []
+
+    def execute(self, sql, *args):
+        self.written.append(sql)
+        return super().execute(sql, *args)
+
+    def executemany(self, sql, *args):
+        self.written.append(sql)
+        return super().executemany(sql, *args)
+
+    def executescript(self, script):
+        self.written.append(script)
+        return super().executescript(script)
+
+    def cursor(self, factory=_WatchedCursor):
+        return super().cursor(factory)
+
+
 def penguins_database() -> sqlite3.Connection:
     """A new in-memory SQLite database holding the shipped penguins table (sample_data/penguins.sql)."""
     from tutorial_helpers.own_data.penguins import PENGUINS_SQL
 
-    connection = sqlite3.connect(":memory:", check_same_thread=False)
+    connection = sqlite3.connect(":memory:", check_same_thread=False, factory=_WatchedConnection)
     connection.executescript(PENGUINS_SQL.read_text(encoding="utf-8"))
+    connection.written.clear()
     return connection
+
+
+def _rows_of(connection: sqlite3.Connection, statement: str) -> int | None:
+    """How many rows `statement` (a query as SQLite ran it, parameters filled in) gives; None if it is no query."""
+    try:
+        return connection.execute(f"SELECT count(*) FROM (\n{statement.strip().rstrip(';')}\n)").fetchone()[0]
+    except sqlite3.Error:
+        return None
 
 
 def _expected(connection: sqlite3.Connection, client_id: str) -> list[tuple]:
@@ -30,8 +78,9 @@ def check_client_rows(client_rows: Callable[[sqlite3.Connection, str], list]) ->
     The answer must return, for a nest of the penguins table, its rows as
     tuples (the four measurements, then the species), in any order; for an
     id that is no nest, no rows. It must ask the database for that client's
-    rows only (a WHERE in every query it runs: the others' rows never leave
-    the database), and pass the id as a parameter: an id such as
+    rows only (no query it runs gives more rows than the nest has: the
+    others' rows never leave the database), and pass the id as a parameter
+    (the id never appears in the SQL text it writes): an id such as
     ``Dream_N1' OR '1'='1`` must find no rows, not every penguin.
     """
     connection = penguins_database()
@@ -39,9 +88,10 @@ def check_client_rows(client_rows: Callable[[sqlite3.Connection, str], list]) ->
     connection.set_trace_callback(queries.append)
     problems = []
     cases = {"Biscoe_N1": "a nest of several penguins", "Torgersen_N10": "another island's nest",
-             "Dream_N99": "an id that is no nest", INJECTION: f"the id {INJECTION!r}"}
+             "Torgersen_N999": "an id that is no nest", INJECTION: f"the id {INJECTION!r}"}
     for client_id, text in cases.items():
         queries.clear()
+        connection.written.clear()
         try:
             got = client_rows(connection, client_id)
         except NotImplementedError:
@@ -50,9 +100,10 @@ def check_client_rows(client_rows: Callable[[sqlite3.Connection, str], list]) ->
             problems.append(f"For {text} it raised {type(e).__name__}: {e}.")
             continue
         connection.set_trace_callback(None)
+        written = list(connection.written)  # The answer's statements; the check's own come next.
         expected = _expected(connection, client_id)
+        most = max((n for n in (_rows_of(connection, q) for q in queries) if n is not None), default=None)
         connection.set_trace_callback(queries.append)
-        selects = [q for q in queries if q.lstrip().upper().startswith("SELECT")]
         if not isinstance(got, list) or not all(isinstance(row, tuple) for row in got):
             problems.append(f"For {text} it returned {type(got).__name__}: return a list of tuples, as "
                             "cursor.fetchall() gives.")
@@ -65,9 +116,16 @@ def check_client_rows(client_rows: Callable[[sqlite3.Connection, str], list]) ->
         elif sorted(got) != expected:
             problems.append(f"For {text} it returned {len(got)} rows, not the nest's {len(expected)}. Compare the nest "
                             "exactly (=, not LIKE), and fetch every row (fetchall, not fetchone).")
-        elif not selects or any(" WHERE " not in " ".join(q.upper().split()) + " " for q in selects):
-            problems.append(f"For {text} it read the whole table and picked the nest's rows in Python: every client's "
-                            "rows left the database. Ask for that nest's rows only, with a WHERE.")
+        elif any(client_id in sql for sql in written):
+            problems.append(f"For {text} the id was written into the SQL text ({written[-1]!r}). Pass it as "
+                            "a parameter: execute('... WHERE nest = ?', (client_id,)), whatever quoting you add.")
+        elif most is None:
+            problems.append(f"For {text} it ran no query the check could see: send it with connection.execute(...) "
+                            "(or a cursor of it) on the connection it is given.")
+        elif most > len(expected):
+            problems.append(f"For {text} it read the whole table and picked the nest's rows in Python: a query gave "
+                            f"{most} rows, every client's rows left the database. Ask for that nest's rows only, "
+                            "with a WHERE.")
     connection.close()
     return verdict(problems, "One query per client, the id passed as a parameter: what SqlSource.examples does "
                              "(through SQLAlchemy), and what a backend runs when a round resolves uri://<client>.")

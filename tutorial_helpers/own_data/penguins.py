@@ -20,6 +20,7 @@ import math
 import os
 from pathlib import Path
 
+from tutorial_helpers.own_data.errors import OwnDataError
 from tutorial_helpers.own_data.sources import TableSource
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
@@ -53,6 +54,7 @@ def _quote(name: str) -> str:
 
 
 def _literal(value) -> str:
+    """A SQL literal for the penguins' values: text, finite floats, or NULL."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "NULL"
     if isinstance(value, float):
@@ -65,8 +67,10 @@ def penguins_sql(frame=None) -> str:
     frame = penguins_frame() if frame is None else frame
     names = [name for name, _ in SQL_COLUMNS]
     lines = [
-        "-- The penguins of tutorial_helpers/sample_data/penguins-raw.csv (palmerpenguins 0.1.6, CC0: see PROVENANCE.md)",
-        "-- with all four measurements, as one SQL table; written by tutorial_helpers.own_data.penguins.penguins_sql().",
+        "-- The penguins of tutorial_helpers/sample_data/penguins-raw.csv (palmerpenguins 0.1.6, CC0: see "
+        "PROVENANCE.md)",
+        "-- with all four measurements, as one SQL table; written by "
+        "tutorial_helpers.own_data.penguins.penguins_sql().",
         "-- One statement per line. SQLite: sqlite3 penguins.db < penguins.sql; PostgreSQL: psql -f penguins.sql.",
         f"CREATE TABLE {TABLE} ({', '.join(f'{_quote(name)} {kind}' for name, kind in SQL_COLUMNS)});",
         f"CREATE INDEX {TABLE}_nest ON {TABLE} ({_quote('nest')});",
@@ -78,16 +82,27 @@ def penguins_sql(frame=None) -> str:
 
 
 def run_sql_script(path: str | os.PathLike, database) -> int:
-    """Runs a SQL script of one statement per line (``--`` lines are comments) in one transaction; statements run.
+    """Runs a SQL script of one statement per line (``--`` lines are comments), in order; the statements run.
 
-    `database` is a SQLAlchemy URL or Engine, e.g. ``sqlite:///penguins.db``.
+    `database` is a SQLAlchemy URL or Engine, e.g. ``sqlite:///penguins.db``,
+    that does not hold the script's table yet (`PENGUINS_SQL` creates
+    ``penguins``): give a new database file. The inserts are one transaction;
+    SQLite's driver runs CREATE statements outside it, so a failure part way
+    can leave an empty table behind. A statement the database refuses raises
+    OwnDataError naming the script's line.
     """
     import sqlalchemy as sa
 
     engine = sa.create_engine(database) if isinstance(database, str) else database
-    statements = [line for line in Path(path).read_text(encoding="utf-8").splitlines()
-                  if line.strip() and not line.startswith("--")]
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    statements = [(number, line) for number, line in enumerate(lines, 1) if line.strip() and not line.startswith("--")]
     with engine.begin() as connection:
-        for statement in statements:
-            connection.exec_driver_sql(statement.rstrip(";"))
+        for number, statement in statements:
+            try:
+                connection.exec_driver_sql(statement.rstrip(";"))
+            except sa.exc.SQLAlchemyError as error:
+                detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+                raise OwnDataError(f"{path}, line {number}: the database refused it: {detail}. If the table exists "
+                                   "already, load the script into a new database file, or drop the table "
+                                   "first.") from None
     return len(statements)

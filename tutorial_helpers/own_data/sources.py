@@ -305,6 +305,9 @@ def _record_spans(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     return np.frombuffer(starts, dtype=np.int64), np.frombuffer(ends, dtype=np.int64), header_end
 
 
+_BOOLEAN_WORD = re.compile(rb"(?i)true|false")
+
+
 class _CsvReader:
     """A CSV file: whole columns for the index (pandas), a client's rows by their byte offsets.
 
@@ -358,14 +361,17 @@ class _CsvReader:
             file.seek(int(run_starts[0]))
             chunk = file.read(int(run_ends[-1] - run_starts[0]))
             chunks.append(chunk if chunk.endswith(b"\n") else chunk + b"\n")
-        text = io.BytesIO(b"".join(chunks))
-        read = functools.partial(pd.read_csv, text, header=None, names=self.columns, usecols=list(names),
+        raw = b"".join(chunks)
+        read = functools.partial(pd.read_csv, header=None, names=self.columns, usecols=list(names),
                                  skip_blank_lines=False)
-        try:  # Numbers straight to arrays: text objects per value would take several times the memory.
-            return read(dtype={name: np.float64 for name in names})
-        except (ValueError, TypeError):  # A value that is not a number: as text, so the error can quote it.
-            text.seek(0)
-            return read(dtype=str)
+        # Numbers straight to arrays (text objects per value would take several times the memory), unless the
+        # batch holds words pandas would read as booleans: as text, as before, so that they are refused.
+        if not _BOOLEAN_WORD.search(raw):
+            try:
+                return read(io.BytesIO(raw), dtype={name: np.float64 for name in names})
+            except (ValueError, TypeError):  # A value that is not a number: as text, so the error can quote it.
+                pass
+        return read(io.BytesIO(raw), dtype=str)
 
     def row_name(self, position: int) -> str:
         with open(self.path, "rb") as file:
@@ -798,8 +804,8 @@ class SqlSource(_ColumnSource):
             frame = pd.DataFrame.from_records(rows, columns=names)
             features = _numeric_features(frame, self.feature_columns, lambda i, start=done: (
                 f"{where}, client {client_id!r}, its row {start + i + 1} in the query's order"))
-            labels = self._labels.encode(frame[self.label_column].to_numpy(dtype=object),
-                                         lambda i, start=done: f"{where}, client {client_id!r}, its row {start + i + 1}")
+            labels = self._labels.encode(frame[self.label_column].to_numpy(dtype=object), lambda i, start=done: (
+                f"{where}, client {client_id!r}, its row {start + i + 1}"))
             parts.append((features, labels))
             done += len(rows)
         if not parts:

@@ -330,13 +330,16 @@ def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
     import threading
 
     enter_private_network(user_namespace=user_namespace and user is None)
+    parent_died = threading.Event()
+    # Its own handler before the request, so that the signal never ends the launcher unswept (while the
+    # command starts, and after the relay's event loop has closed, which puts the default handler back).
+    signal.signal(PARENT_DIED, lambda *_: parent_died.set())
     # Again (a change of credentials may clear the request), with a signal of its own: the launcher
     # then knows that its parent died, rather than that the kit stopped it.
     _die_with(parent, PARENT_DIED)
-    parent_died = threading.Event()
     child = start_command(command, user)
     try:
-        wait_for_port(port, child, timeout=60)
+        wait_for_port(port, child, timeout=60, stop=parent_died)
         code = asyncio.run(_relay(socket_path, port, child, parent_died))
     except TimeoutError as e:
         print(f"launcher: {e}", file=sys.stderr, flush=True)
@@ -344,6 +347,7 @@ def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
     except CommandEnded:
         code = child.returncode
     finally:
+        signal.signal(PARENT_DIED, lambda *_: parent_died.set())  # The event loop, closed, put the default back.
         stop_command(child)
         try:
             os.unlink(socket_path)
@@ -358,8 +362,8 @@ def _sweep_after(parent: int, timeout: float = 30) -> None:
     """Once process `parent` has ended, removes its folders and logs (`remove_orphans`); says what it did.
 
     The parent-death signal comes when the parent's *thread* that started
-    this launcher ends; the process ends when its last thread does, which
-    under load can take seconds. A parent still running after `timeout`
+    this launcher ends; the process is gone (a zombie, for `process_gone`)
+    once its main thread has exited too, which under load can take seconds. A parent still running after `timeout`
     seconds (a thread that started us ended, the process did not) keeps its
     folders: it removes them itself.
     """
@@ -370,9 +374,9 @@ def _sweep_after(parent: int, timeout: float = 30) -> None:
         print(f"launcher: process {parent} still runs {timeout:.0f} s after the thread that started this launcher "
               f"ended; its folders are left to it", file=sys.stderr, flush=True)
         return
-    removed = remove_orphans()
-    print(f"launcher: process {parent} has ended; removed {len(removed)} of its folders and logs",
-          file=sys.stderr, flush=True)
+    # Said before the sweep, which removes this log: a log left behind shows the sweep ran and missed it.
+    print(f"launcher: process {parent} has ended; removing its folders and logs", file=sys.stderr, flush=True)
+    remove_orphans()
 
 
 def main(argv: list[str] | None = None) -> int:
