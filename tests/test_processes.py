@@ -191,14 +191,11 @@ def test_a_killed_kernels_sites_folder_and_logs_go_with_its_workers_not_with_the
     process started. The control: the same folder of a live controller stays."""
     import signal
 
-    if not processes.private_network_status()[0]:
-        pytest.skip("no private network here: workers are not contained, so no launcher outlives the kernel")
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    script = ("import time; from tutorial_helpers.runtime.processes import temporary_folder; "
-              "from tutorial_helpers.worker_process import WorkerProcess; "
-              "folder = temporary_folder('sites'); open(folder.name + '/examples.tfrecord', 'w').write('raw'); "
-              "worker = WorkerProcess(private_network=True); print(folder.name, flush=True); time.sleep(120)")
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    child = start_controller(tmp_path, (
+        "import time; from tutorial_helpers.runtime.processes import temporary_folder; "
+        "from tutorial_helpers.worker_process import WorkerProcess; "
+        "folder = temporary_folder('sites'); open(folder.name + '/examples.tfrecord', 'w').write('raw'); "
+        "worker = WorkerProcess(private_network=True); print(folder.name, flush=True); time.sleep(120)"))
     try:
         left = Path(child.stdout.readline().strip())
         assert left.is_dir() and (left / "examples.tfrecord").exists()
@@ -210,15 +207,32 @@ def test_a_killed_kernels_sites_folder_and_logs_go_with_its_workers_not_with_the
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
         child.stdout.close()
-    # A bound, not a speed target: the launcher stops its worker (SIGTERM, then SIGKILL after a wait), then waits
-    # for the whole killed process to end (its threads end after the one that started the launcher), then sweeps.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and list(tmp_path.glob(f"tff-kit-{child.pid}-*")):
-        time.sleep(0.2)
-    remaining = list(tmp_path.glob(f"tff-kit-{child.pid}-*"))
-    logs = {path.name: path.read_text(errors="replace")[-2000:] for path in remaining if path.suffix == ".log"}
-    assert not remaining, (remaining, logs)  # The launcher's log says whether it swept, and what it found.
+    assert_swept(tmp_path, child.pid)
 
+
+def start_controller(tmp_path: Path, script: str) -> subprocess.Popen:
+    """A controller (``python -c script``) whose temporary folder is `tmp_path`; skips where nothing is contained."""
+    if not processes.private_network_status()[0]:
+        pytest.skip("no private network here: commands are not contained, so no launcher outlives the kernel")
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+
+
+def assert_swept(folder: Path, pid: int, *also_running: psutil.Process) -> None:
+    """Within a bound, process `pid`'s kit folders and logs in `folder` are gone, and `also_running` have ended.
+
+    A bound, not a speed target: the launcher stops its command (SIGTERM, then SIGKILL after a wait), waits for
+    the killed process to end (its threads end after the one that started the launcher), then sweeps. On failure,
+    the launcher's log says whether it swept.
+    """
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (list(folder.glob(f"tff-kit-{pid}-*"))
+                                           or any(p.is_running() for p in also_running)):
+        time.sleep(0.2)
+    remaining = list(folder.glob(f"tff-kit-{pid}-*"))
+    logs = {path.name: path.read_text(errors="replace")[-2000:] for path in remaining if path.suffix == ".log"}
+    assert not remaining, (remaining, logs)
+    assert not [p for p in also_running if p.is_running()]
 
 
 @pytest.mark.process
@@ -227,15 +241,12 @@ def test_a_kernel_killed_while_its_contained_command_starts_leaves_no_folder_and
     port): the launcher stops the command and sweeps the folder, instead of dying of the signal unswept."""
     import signal
 
-    if not processes.private_network_status()[0]:
-        pytest.skip("no private network here: commands are not contained, so no launcher outlives the kernel")
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    script = ("import sys, time; from tutorial_helpers.runtime.processes import ManagedProcess, temporary_folder; "
-              "folder = temporary_folder('sites'); "
-              "never = ManagedProcess([sys.executable, '-c', 'import time; time.sleep(300)'], 'never listens', "
-              "private_network=True, inner_port=45678); "
-              "print(folder.name, never.pid, flush=True); time.sleep(120)")
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    child = start_controller(tmp_path, (
+        "import sys, time; from tutorial_helpers.runtime.processes import ManagedProcess, temporary_folder; "
+        "folder = temporary_folder('sites'); "
+        "never = ManagedProcess([sys.executable, '-c', 'import time; time.sleep(300)'], 'never listens', "
+        "private_network=True, inner_port=45678); "
+        "print(folder.name, never.pid, flush=True); time.sleep(120)"))
     try:
         folder, launcher_pid = child.stdout.readline().split()
         launcher = psutil.Process(int(launcher_pid))
@@ -248,13 +259,7 @@ def test_a_kernel_killed_while_its_contained_command_starts_leaves_no_folder_and
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
         child.stdout.close()
-    deadline = time.monotonic() + 60  # A bound, not a speed target (see the test above).
-    while time.monotonic() < deadline and (list(tmp_path.glob(f"tff-kit-{child.pid}-*")) or launcher.is_running()):
-        time.sleep(0.2)
-    remaining = list(tmp_path.glob(f"tff-kit-{child.pid}-*"))
-    logs = {path.name: path.read_text(errors="replace")[-2000:] for path in remaining if path.suffix == ".log"}
-    assert not remaining, (remaining, logs)
-    assert not launcher.is_running() and not command.is_running()
+    assert_swept(tmp_path, child.pid, launcher, command)
 
 def test_a_temporary_folder_refuses_a_purpose_that_is_not_a_word():
     with pytest.raises(ValueError, match="purpose='../x'"):

@@ -118,7 +118,9 @@ def serve(args) -> int:
             server.stop(grace=0)
         if gate is not None:
             gate.close()
-        launcher.stop_command(worker)
+        # Within 2 s: the launcher above gives this process 4 s and the kit the launcher 5 s (all were told at
+        # once), so the line below is written before anyone kills this process.
+        launcher.stop_command(worker, timeout=2)
         code = worker.returncode
         log.write(f"gatekeeper stopped for site {args.site!r}: worker "
                   + ("stopped by the kit" if stop.is_set() else f"ended with code {code}"))
