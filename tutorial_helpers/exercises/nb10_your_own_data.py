@@ -11,40 +11,39 @@ COLUMNS = ('"Culmen Length (mm)"', '"Culmen Depth (mm)"', '"Flipper Length (mm)"
 INJECTION = "Dream_N1' OR '1'='1"
 
 
-class _WatchedCursor(sqlite3.Cursor):
-    """A cursor that notes, on its connection, the SQL text of each statement as the answer wrote it."""
+class _NotesSql:
+    """Notes the SQL text of each statement as the answer wrote it, before any parameter, then runs it."""
+
+    def _note(self, sql: str) -> None:
+        raise NotImplementedError
 
     def execute(self, sql, *args):
-        self.connection.written.append(sql)
+        self._note(sql)
         return super().execute(sql, *args)
 
     def executemany(self, sql, *args):
-        self.connection.written.append(sql)
+        self._note(sql)
         return super().executemany(sql, *args)
 
     def executescript(self, script):
-        self.connection.written.append(script)
+        self._note(script)
         return super().executescript(script)
 
 
-class _WatchedConnection(sqlite3.Connection):
-    """A real sqlite3 connection that notes the SQL text of each statement as written, before any parameter."""
+class _WatchedCursor(_NotesSql, sqlite3.Cursor):
+    def _note(self, sql: str) -> None:
+        self.connection.written.append(sql)
+
+
+class _WatchedConnection(_NotesSql, sqlite3.Connection):
+    """A real sqlite3 connection (so any sqlite3 code works on it) that notes what it is asked to run."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.written: list[str] = []
 
-    def execute(self, sql, *args):
+    def _note(self, sql: str) -> None:
         self.written.append(sql)
-        return super().execute(sql, *args)
-
-    def executemany(self, sql, *args):
-        self.written.append(sql)
-        return super().executemany(sql, *args)
-
-    def executescript(self, script):
-        self.written.append(script)
-        return super().executescript(script)
 
     def cursor(self, factory=_WatchedCursor):
         return super().cursor(factory)

@@ -331,9 +331,13 @@ def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
 
     enter_private_network(user_namespace=user_namespace and user is None)
     parent_died = threading.Event()
+
+    def heard_parent_died(*_):
+        parent_died.set()
+
     # Its own handler before the request, so that the signal never ends the launcher unswept (while the
     # command starts, and after the relay's event loop has closed, which puts the default handler back).
-    signal.signal(PARENT_DIED, lambda *_: parent_died.set())
+    signal.signal(PARENT_DIED, heard_parent_died)
     # Again (a change of credentials may clear the request), with a signal of its own: the launcher
     # then knows that its parent died, rather than that the kit stopped it.
     _die_with(parent, PARENT_DIED)
@@ -347,7 +351,7 @@ def _run_contained(command: list[str], socket_path: str, port: int, parent: int,
     except CommandEnded:
         code = child.returncode
     finally:
-        signal.signal(PARENT_DIED, lambda *_: parent_died.set())  # The event loop, closed, put the default back.
+        signal.signal(PARENT_DIED, heard_parent_died)  # The event loop, closed, put the default back.
         stop_command(child)
         try:
             os.unlink(socket_path)
