@@ -268,6 +268,39 @@ def _stored_text(name: str) -> str:
                      if output.get("output_type") == "stream")
 
 
+def _compared_outputs() -> list[str]:
+    """Every stored text nbval compares: streams and plain-text results, of every notebook."""
+    return ["".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
+            for path in PATHS for cell in json.loads(path.read_text())["cells"]
+            for output in cell.get("outputs", [])]
+
+
+def test_every_sanitizing_rule_masks_some_stored_output():
+    """A rule that no stored output matches is stale: the output it was written for has been reworded, and
+    what it masked is compared digit by digit again (notebook 07's bytes per worker were, for four days)."""
+    from nbval.plugin import get_sanitize_patterns
+
+    outputs = _compared_outputs()
+    config = (NOTEBOOKS / "nbval_sanitize.cfg").read_text()
+    names = re.findall(r"(?m)^\[(.+)\]$", config)
+    rules = get_sanitize_patterns(config)
+    assert len(names) == len(rules)
+    stale = [name for name, (regex, _) in zip(names, rules, strict=True)
+             if not any(re.search(regex, text) for text in outputs)]
+    assert not stale, f"rules in nbval_sanitize.cfg that match no stored output: {stale}"
+
+
+def test_nbval_masks_notebook_07s_bytes_per_worker_and_compares_its_clients():
+    text = _stored_text("07_data_stays_at_its_site.ipynb")
+    line = re.search(r"(?m)^ +hospital +was sent +([\d.]+) KiB, sent back +([\d.]+) KiB$", text)
+    assert line, "07's bytes per worker are not in the stored outputs"
+    moved = line.group(0).replace(line.group(1), "148", 1).replace(line.group(2), "31.0", 1)
+    assert _sanitize(text.replace(line.group(0), moved, 1)) == _sanitize(text)
+    clients = re.search(r"clients \{'hospital': (\d+)", text)
+    other = clients.group(0).replace(clients.group(1), str(int(clients.group(1)) + 1))
+    assert _sanitize(text.replace(clients.group(0), other, 1)) != _sanitize(text)
+
+
 def test_nbval_masks_the_kits_training_digits_and_compares_the_originals():
     text = _stored_text("04_training.ipynb")
     row = re.search(r"\n +1 +(0\.\d{3}) +(\d+\.\d{2}) +1440 \| +(0\.116) +(12\.68)", text)

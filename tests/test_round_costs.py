@@ -23,8 +23,10 @@ def test_bytes_through_the_controller_add_what_came_in_and_what_went_out():
 
 @pytest.mark.parametrize(("seconds", "words"), [
     (3.3, "at least 32 x the latency: one after another"),
-    (0.5, "under 8 x the latency: overlapped"),
-    (1.2, "about 12 x the latency: partly overlapped"),
+    (0.5, "under 16 x the latency: overlapped"),
+    (1.59, "under 16 x the latency: overlapped"),
+    (1.7, "about 17 x the latency: partly overlapped"),
+    (2.4, "about 24 x the latency: partly overlapped"),
 ])
 def test_describe_wait_counts_latencies(seconds, words):
     assert describe_wait(seconds, 32, 0.1) == words
