@@ -686,6 +686,13 @@ def test_client_rows_passes_the_solution_and_refuses_each_wrong_answer():
     def prefix(connection, client_id):  # Biscoe_N1 also finds Biscoe_N11, Biscoe_N12, ...
         return connection.execute(f"SELECT {columns} FROM penguins WHERE nest LIKE ?", (client_id + "%",)).fetchall()
 
+    def header_skipped(connection, client_id):  # Off by one: the first row dropped, as if it were a CSV header.
+        return solution(connection, client_id)[1:]
+
+    def pasted_then_run_again(connection, client_id):  # The id pasted into the first of two statements.
+        connection.execute(f"SELECT count(*) FROM penguins WHERE nest = '{client_id}'")
+        return solution(connection, client_id)
+
     def without_species(connection, client_id):
         return [row[:4] for row in solution(connection, client_id)]
 
@@ -721,6 +728,7 @@ def test_client_rows_passes_the_solution_and_refuses_each_wrong_answer():
         no_query: "not the nest's",
         star: "select the four measurements",
         first_only: "fetch every row",
+        header_skipped: "not the nest's",
         prefix: "Compare the nest exactly",
         without_species: "its rows have 4 values",
         raises_for_unknown: "it raised KeyError",
@@ -729,6 +737,9 @@ def test_client_rows_passes_the_solution_and_refuses_each_wrong_answer():
     for answer, hint in wrong.items():
         result = exercises.check_client_rows(answer)
         assert not result.passed and hint in result.message, (hint, result.message)
+    result = exercises.check_client_rows(pasted_then_run_again)  # The message quotes the statement at fault.
+    assert not result.passed and "(\"SELECT count(*) FROM penguins WHERE nest = 'Biscoe_N1'\")" in result.message, \
+        result.message
 
     def commented(connection, client_id):  # Right answers in other shapes pass too.
         query = f"-- one nest\nSELECT {columns} FROM penguins WHERE(nest = ?);"

@@ -115,8 +115,8 @@ def check_client_rows(client_rows: Callable[[sqlite3.Connection, str], list]) ->
         elif sorted(got) != expected:
             problems.append(f"For {text} it returned {len(got)} rows, not the nest's {len(expected)}. Compare the nest "
                             "exactly (=, not LIKE), and fetch every row (fetchall, not fetchone).")
-        elif any(client_id in sql for sql in written):
-            problems.append(f"For {text} the id was written into the SQL text ({written[-1]!r}). Pass it as "
+        elif pasted := [sql for sql in written if client_id in sql]:
+            problems.append(f"For {text} the id was written into the SQL text ({pasted[0]!r}). Pass it as "
                             "a parameter: execute('... WHERE nest = ?', (client_id,)), whatever quoting you add.")
         elif most is None:
             problems.append(f"For {text} it ran no query the check could see: send it with connection.execute(...) "

@@ -367,9 +367,9 @@ def _sweep_after(parent: int, timeout: float = 30) -> None:
 
     The parent-death signal comes when the parent's *thread* that started
     this launcher ends; the process is gone (a zombie, for `process_gone`)
-    once its main thread has exited too, which under load can take seconds. A parent still running after `timeout`
-    seconds (a thread that started us ended, the process did not) keeps its
-    folders: it removes them itself.
+    once its main thread has exited too, which under load can take seconds.
+    A parent still running after `timeout` seconds (a thread that started us
+    ended, the process did not) keeps its folders: it removes them itself.
     """
     deadline = time.monotonic() + timeout
     while not process_gone(parent) and time.monotonic() < deadline:
