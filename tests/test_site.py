@@ -166,6 +166,9 @@ def served(site):
 
 
 ANSI = re.compile(r"\x1b\[|\[(?:\d{1,3};)*\d{1,3}m")
+# TeX between dollars (`$\sigma = 1$`), which Jupyter renders and this site shows as source: it has no
+# math renderer, since MathJax would come from the network. Notebooks write such symbols as text (σ = 1).
+TEX_SOURCE = re.compile(r"\$(?=[^\s$\d])[^$\n]{1,120}?(?<=[^\s$\\])\$")
 HOME = str(Path.home()).rstrip("/") + "/"
 # Paths a page must not show: the home folder (unless it is "/") and /home/.
 HOME_PATHS = [path for path in {HOME, "/home/"} if path != "/"]
@@ -207,6 +210,9 @@ def _page_problems(driver, page) -> tuple[list[str], dict]:
     text = driver.execute_script("return document.body.innerText;")
     if ANSI.search(text):
         problems.append(f"ANSI escape code: ...{text[max(0, ANSI.search(text).start() - 60):][:120]!r}")
+    tex = TEX_SOURCE.search(text)
+    if tex:
+        problems.append(f"TeX shown as source: {tex.group(0)!r}; write the symbols as text (σ = 1, not TeX)")
     if "Traceback (most recent call last)" in text:
         problems.append("a traceback")
     generated = page == "api.html" or page.startswith("notebooks/")
